@@ -1,0 +1,16 @@
+"""Grok Imagine (fal): ComfyUI nodes for xAI's Grok Imagine image models on fal.ai."""
+
+from .nodes import routes
+from .nodes.text_to_image import FalGrokImagineImage
+
+NODE_CLASS_MAPPINGS = {
+    "FalGrokImagineImage": FalGrokImagineImage,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "FalGrokImagineImage": "Grok Imagine Image (fal)",
+}
+WEB_DIRECTORY = "./web"
+
+routes.register()
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

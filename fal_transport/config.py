@@ -1,0 +1,95 @@
+"""Settings read from the environment at call time (never cached at import)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import FalConfigError
+
+DEFAULT_QUEUE_BASE_URL = "https://queue.fal.run"
+DEFAULT_REST_BASE_URL = "https://rest.fal.ai"
+
+QUEUE_BASE_URL_ENV = "FAL_QUEUE_BASE_URL"
+REST_BASE_URL_ENV = "FAL_REST_BASE_URL"
+QUEUE_TIMEOUT_ENV = "GROK_IMAGINE_QUEUE_TIMEOUT"
+TOTAL_TIMEOUT_ENV = "GROK_IMAGINE_TIMEOUT"
+DOWNLOAD_TIMEOUT_ENV = "GROK_IMAGINE_DOWNLOAD_TIMEOUT"
+
+DEFAULT_QUEUE_TIMEOUT_S = 300.0
+DEFAULT_TOTAL_TIMEOUT_S = 600.0
+DEFAULT_DOWNLOAD_TIMEOUT_S = 60.0
+
+
+def _base_url(env_name: str, default: str) -> str:
+    value = os.environ.get(env_name, "").strip() or default
+    if not value.startswith(("https://", "http://")):
+        raise FalConfigError(f"{env_name} must be an http(s) URL such as {default}, got {value!r}.")
+    return value.rstrip("/")
+
+
+def queue_base_url() -> str:
+    """Base URL of fal's queue, `FAL_QUEUE_BASE_URL` or https://queue.fal.run."""
+    return _base_url(QUEUE_BASE_URL_ENV, DEFAULT_QUEUE_BASE_URL)
+
+
+def rest_base_url() -> str:
+    """Base URL of fal's REST API (storage uploads), `FAL_REST_BASE_URL` or https://rest.fal.ai."""
+    return _base_url(REST_BASE_URL_ENV, DEFAULT_REST_BASE_URL)
+
+
+def _seconds(env_name: str, default: float) -> float:
+    raw = os.environ.get(env_name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise FalConfigError(
+            f"{env_name} must be a positive number of seconds (default {default:g}), got {raw!r}."
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Time limits of one request, in seconds."""
+
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_S
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT_S
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT_S
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        return cls(
+            queue_timeout=_seconds(QUEUE_TIMEOUT_ENV, DEFAULT_QUEUE_TIMEOUT_S),
+            total_timeout=_seconds(TOTAL_TIMEOUT_ENV, DEFAULT_TOTAL_TIMEOUT_S),
+            download_timeout=_seconds(DOWNLOAD_TIMEOUT_ENV, DEFAULT_DOWNLOAD_TIMEOUT_S),
+        )
+
+
+STATE_DIR_ENV = "GROK_IMAGINE_STATE_DIR"
+KEY_FILE_NAME = "fal_key"
+
+
+def state_dir() -> Path:
+    """The pack's private state directory (key file, request journal), outside anything ComfyUI serves.
+
+    `GROK_IMAGINE_STATE_DIR`, else `$XDG_STATE_HOME/grok-imagine-fal` (`~/.local/state/...`),
+    or `%LOCALAPPDATA%\\grok-imagine-fal` on Windows.
+    """
+    configured = os.environ.get(STATE_DIR_ENV, "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "grok-imagine-fal"
+    xdg = os.environ.get("XDG_STATE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "grok-imagine-fal"
+
+
+def key_file() -> Path:
+    return state_dir() / KEY_FILE_NAME

@@ -1,0 +1,121 @@
+"""Fetch the bytes of a result image, with limits: scheme, deadline over the whole body, byte cap.
+
+Image hosts never receive the fal key: these requests carry no `Authorization` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..fal_transport.errors import ResultError
+from ..fal_transport.http import DEFAULT_RETRY, RETRY_STATUS_IDEMPOTENT, http_client, retry_after_seconds
+
+log = logging.getLogger("grok_imagine_fal")
+
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+ALLOWED_SCHEMES = frozenset({"https", "http", "data"})
+
+
+class ImageFetchError(ResultError):
+    """A result image could not be fetched."""
+
+
+def _data_uri_bytes(url: str, request_id: str | None) -> bytes:
+    header, sep, payload = url.partition(",")
+    if not sep or ";base64" not in header:
+        raise ImageFetchError("fal returned an image data URI that is not base64.", request_id=request_id)
+    if len(payload) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise ImageFetchError(
+            f"fal returned an image larger than {MAX_IMAGE_BYTES // 2**20} MiB; refusing to load it.",
+            request_id=request_id,
+        )
+    try:
+        return base64.b64decode(payload, validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageFetchError("fal returned an image data URI that does not decode.", request_id=request_id) from exc
+
+
+async def _download_once(url: str, request_id: str | None) -> bytes | httpx.Response:
+    """The body, or the error response to decide on."""
+    async with http_client().stream("GET", url) as response:
+        if response.status_code != 200:
+            await response.aread()
+            return response
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_IMAGE_BYTES:
+            raise ImageFetchError(
+                f"A result image is {int(declared) // 2**20} MiB, over the {MAX_IMAGE_BYTES // 2**20} MiB "
+                "limit; refusing to download it.",
+                request_id=request_id,
+            )
+        chunks = bytearray()
+        async for chunk in response.aiter_bytes():
+            chunks += chunk
+            if len(chunks) > MAX_IMAGE_BYTES:
+                raise ImageFetchError(
+                    f"A result image is larger than {MAX_IMAGE_BYTES // 2**20} MiB; download stopped.",
+                    request_id=request_id,
+                )
+        return bytes(chunks)
+
+
+async def fetch_image_bytes(url: str, *, timeout_s: float, request_id: str | None = None) -> bytes:
+    """The bytes of one image URL, within `timeout_s` for all attempts and the whole body."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ALLOWED_SCHEMES:
+        raise ImageFetchError(
+            f"fal returned an image URL with scheme {scheme or '(none)'!r}; only https, http and data "
+            "URLs are loaded.",
+            request_id=request_id,
+        )
+    if scheme == "data":
+        return _data_uri_bytes(url, request_id)
+    host = urlsplit(url).netloc
+    attempt = 0
+    problem = ""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                attempt += 1
+                try:
+                    outcome = await _download_once(url, request_id)
+                except httpx.TooManyRedirects as exc:
+                    raise ImageFetchError(
+                        f"A result image on {host} redirects in a loop; it cannot be downloaded. Try "
+                        "loading it again later with the Grok Imagine Result node.",
+                        request_id=request_id,
+                    ) from exc
+                except (httpx.TransportError, httpx.TimeoutException) as exc:
+                    outcome, problem = None, type(exc).__name__
+                retry_after = None
+                if isinstance(outcome, bytes):
+                    return outcome
+                if isinstance(outcome, httpx.Response):
+                    problem = f"HTTP {outcome.status_code}"
+                    if outcome.status_code not in RETRY_STATUS_IDEMPOTENT:
+                        raise ImageFetchError(
+                            f"A result image could not be downloaded from {host} ({problem}). fal may have "
+                            "expired it; images of sync-mode requests are never stored.",
+                            request_id=request_id,
+                        )
+                    retry_after = retry_after_seconds(outcome)
+                if attempt >= DEFAULT_RETRY.max_attempts:
+                    raise ImageFetchError(
+                        f"A result image could not be downloaded from {host} after {attempt} attempts "
+                        f"({problem}). Load it again later with the Grok Imagine Result node.",
+                        request_id=request_id,
+                    )
+                await asyncio.sleep(DEFAULT_RETRY.delay(attempt, retry_after))
+    except TimeoutError as exc:
+        raise ImageFetchError(
+            f"Downloading a result image from {host} took longer than {timeout_s:g} s "
+            f"(GROK_IMAGINE_DOWNLOAD_TIMEOUT){f', last problem: {problem}' if problem else ''}. Check your "
+            "connection, or raise GROK_IMAGINE_DOWNLOAD_TIMEOUT.",
+            request_id=request_id,
+        ) from exc

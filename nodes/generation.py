@@ -1,0 +1,178 @@
+"""One Grok Imagine generation, shared by every node: submit, follow, fetch, download, decode.
+
+Progress goes to the node (text and bar) and one console line per request; the user's Cancel
+stops the wait within a tick and cancels the request at fal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+
+from ..fal_transport import config
+from ..fal_transport.config import Limits
+from ..fal_transport.credentials import resolve_credentials
+from ..fal_transport.errors import RequestCancelledError, ResultError
+from ..fal_transport.queue import TICK_S, FalQueue, QueueStatus, RequestHandle
+from ..image_io.batch import FetchedImage, load_images
+from . import host
+
+log = logging.getLogger("grok_imagine_fal")
+
+T = TypeVar("T")
+
+_BAR_TOTAL = 100
+_BAR_QUEUED, _BAR_RUNNING, _BAR_DOWNLOADING = 5, 15, 80
+
+
+@dataclass
+class Generation:
+    """What one request produced."""
+
+    images: torch.Tensor
+    revised_prompt: str
+    image_urls: list[str]
+    request_id: str
+    files: list[FetchedImage]
+
+
+@dataclass
+class ProgressReporter:
+    """Turns queue events into progress text and a progress bar on one node."""
+
+    node_id: str | None
+    started: float = field(default_factory=time.monotonic)
+    request_id: str = ""
+    _seen_logs: set[tuple[str, str]] = field(default_factory=set)
+    _last_status: QueueStatus | None = None
+    _last_log: str = ""
+    _shown_at: float = 0.0
+    _bar: Any = None
+
+    def __post_init__(self) -> None:
+        self._bar = host.progress_bar(_BAR_TOTAL, self.node_id)
+
+    def _show(self, text: str, fraction: int | None = None) -> None:
+        self._shown_at = time.monotonic()
+        host.send_progress_text(self.node_id, text)
+        if fraction is not None and self._bar is not None:
+            self._bar.update_absolute(fraction, _BAR_TOTAL)
+
+    def submitted(self, handle: RequestHandle) -> None:
+        self.request_id = handle.request_id
+        log.info("[Grok Imagine] submitted to %s, fal request id %s", handle.endpoint, handle.request_id)
+        self._show(f"Submitted to fal\nrequest {handle.request_id}", _BAR_QUEUED)
+
+    def status(self, status: QueueStatus) -> None:
+        self._last_status = status
+        new_lines = [line for line in status.logs if (line.timestamp, line.message) not in self._seen_logs]
+        self._seen_logs.update((line.timestamp, line.message) for line in new_lines)
+        self._last_log = next((line.message for line in reversed(new_lines) if line.message), self._last_log)
+        self._render()
+
+    def tick(self) -> None:
+        """Keep the elapsed seconds moving between status reports."""
+        if self._last_status is not None and time.monotonic() - self._shown_at >= 1.0:
+            self._render()
+
+    def _render(self) -> None:
+        status = self._last_status
+        assert status is not None
+        elapsed = time.monotonic() - self.started
+        if status.state == "IN_QUEUE":
+            position = "" if status.queue_position is None else f", position {status.queue_position}"
+            self._show(f"Queued at fal{position} ({elapsed:.0f}s)\nrequest {self.request_id}", _BAR_QUEUED)
+            return
+        state = "Running" if status.state == "IN_PROGRESS" else "Completed"
+        text = f"{state} at fal ({elapsed:.0f}s)\nrequest {self.request_id}"
+        self._show(f"{text}\n{self._last_log}" if self._last_log else text, _BAR_RUNNING)
+
+    def downloading(self, count: int) -> None:
+        self._show(f"Downloading {count} image{'s' if count != 1 else ''}\nrequest {self.request_id}", _BAR_DOWNLOADING)
+
+    def finished(self, count: int, revised_prompt: str) -> None:
+        elapsed = time.monotonic() - self.started
+        text = f"Done: {count} image{'s' if count != 1 else ''} in {elapsed:.1f}s\nrequest {self.request_id}"
+        if revised_prompt:
+            text += f"\nRevised prompt: {revised_prompt}"
+        self._show(text)
+        if self._bar is not None:
+            self._bar.update_absolute(_BAR_TOTAL, _BAR_TOTAL)
+
+
+def image_urls_of(result: dict[str, Any], request_id: str) -> list[str]:
+    """The image URLs of a fal result, in order."""
+    images = result.get("images")
+    if not isinstance(images, list) or not images:
+        raise ResultError(
+            "fal's result holds no images. The request may have been filtered; try another prompt.",
+            request_id=request_id,
+        )
+    urls = [item.get("url") if isinstance(item, dict) else None for item in images]
+    if not all(isinstance(url, str) and url for url in urls):
+        raise ResultError("fal's result lists an image without a URL.", request_id=request_id)
+    return urls  # type: ignore[return-value]
+
+
+async def until_interrupted(work: Awaitable[T], request_id: str) -> T:
+    """Await `work`, but end within a tick once the user presses Cancel."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=TICK_S)
+            if done:
+                return task.result()
+            if host.interrupted():
+                raise RequestCancelledError("Cancelled by the user.", request_id=request_id)
+    finally:
+        task.cancel()
+
+
+async def collect(
+    queue: FalQueue, handle: RequestHandle, reporter: ProgressReporter, limits: Limits, final: QueueStatus | None
+) -> Generation:
+    """Fetch a completed request's result and images."""
+    result = await queue.result(handle, final)
+    urls = image_urls_of(result, handle.request_id)
+    reporter.downloading(len(urls))
+    loaded = await load_images(urls, timeout_s=limits.download_timeout, request_id=handle.request_id)
+    revised = result.get("revised_prompt")
+    revised = revised if isinstance(revised, str) else ""
+    reporter.finished(loaded.images.shape[0], revised)
+    return Generation(
+        images=loaded.images,
+        revised_prompt=revised,
+        image_urls=[url for url in urls if not url.startswith("data:")],
+        request_id=handle.request_id,
+        files=loaded.files,
+    )
+
+
+async def generate(endpoint: str, arguments: dict[str, Any], *, node_id: str | None = None) -> Generation:
+    """Run one request at fal from submit to decoded images."""
+    credentials = resolve_credentials(config.key_file())
+    limits = Limits.from_env()
+    queue = FalQueue(credentials)
+    reporter = ProgressReporter(node_id)
+    submitted_at = time.monotonic()
+    handle = await queue.submit(endpoint, arguments)
+    reporter.submitted(handle)
+    try:
+        final = await queue.wait(
+            handle,
+            limits=limits,
+            submitted_at=submitted_at,
+            on_status=reporter.status,
+            should_cancel=host.interrupted,
+            on_tick=reporter.tick,
+        )
+        return await until_interrupted(collect(queue, handle, reporter, limits, final), handle.request_id)
+    except RequestCancelledError as exc:
+        log.info("[Grok Imagine] fal request %s cancelled by the user", handle.request_id)
+        raise host.interruption(exc) from exc

@@ -1,0 +1,71 @@
+"""ComfyUI host hooks, imported lazily so everything below the nodes runs (and tests) without ComfyUI.
+
+Only ComfyUI's long-stable surface is touched: `comfy.model_management` interrupt calls,
+`comfy.utils.ProgressBar`, `folder_paths` and `server.PromptServer.instance`.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import logging
+from types import ModuleType
+from typing import Any
+
+log = logging.getLogger("grok_imagine_fal")
+
+
+def _module(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def interrupted() -> bool:
+    """True once the user pressed Cancel in ComfyUI (the flag stays set for concurrent nodes)."""
+    mm = _module("comfy.model_management")
+    return bool(mm is not None and mm.processing_interrupted())
+
+
+def interruption(cause: BaseException) -> BaseException:
+    """The exception that ends a node as *interrupted* (not failed) in ComfyUI."""
+    mm = _module("comfy.model_management")
+    if mm is None:
+        return cause
+    return mm.InterruptProcessingException()
+
+
+def send_progress_text(node_id: str | None, text: str) -> None:
+    """Show `text` on the node (ComfyUI's progress-text message); a no-op outside ComfyUI."""
+    if node_id is None:
+        return
+    sender = getattr(prompt_server(), "send_progress_text", None)
+    if sender is None:
+        return
+    try:
+        sender(html.escape(text, quote=False), node_id)  # the frontend renders it as HTML
+    except Exception:  # progress is cosmetic: never fail a paid request over it
+        log.debug("progress text not sent", exc_info=True)
+
+
+def progress_bar(total: int, node_id: str | None) -> Any | None:
+    """A `comfy.utils.ProgressBar` for the node, or None outside ComfyUI."""
+    utils = _module("comfy.utils")
+    if utils is None:
+        return None
+    try:
+        return utils.ProgressBar(total, node_id=node_id)
+    except TypeError:  # older ComfyUI without node_id
+        return utils.ProgressBar(total)
+
+
+def folder_paths() -> ModuleType | None:
+    """ComfyUI's `folder_paths` module, or None outside ComfyUI."""
+    return _module("folder_paths")
+
+
+def prompt_server() -> Any | None:
+    """ComfyUI's running `PromptServer`, or None outside ComfyUI."""
+    server = _module("server")
+    return getattr(getattr(server, "PromptServer", None), "instance", None)

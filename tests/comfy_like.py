@@ -1,0 +1,45 @@
+"""Load and call the pack the way ComfyUI does, without ComfyUI."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PACK_MODULE = "grok-imagine-fal"  # ComfyUI names the package after its folder, dashes and all
+TEST_KEY = "test-key-id:test-key-secret-0123456789abcdef"
+
+
+def load_pack(module_name: str = PACK_MODULE, root: Path = ROOT) -> ModuleType:
+    """Import a custom node folder as ComfyUI does: a spec from its `__init__.py`, named after the folder."""
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(
+        module_name, root / "__init__.py", submodule_search_locations=[str(root)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def pack_module(name: str) -> ModuleType:
+    """A submodule of the loaded pack, e.g. pack_module("nodes.text_to_image")."""
+    load_pack()
+    return importlib.import_module(f"{PACK_MODULE}.{name}")
+
+
+async def run_node_raw(node_class: type, **inputs: Any) -> Any:
+    """Instantiate the node, look up FUNCTION and await it, as ComfyUI's executor does."""
+    node = node_class()
+    return await getattr(node, node_class.FUNCTION)(**inputs)
+
+
+async def run_node(node_class: type, **inputs: Any) -> tuple[Any, ...]:
+    """The node's outputs, in slot order (what links downstream receive)."""
+    returned = await run_node_raw(node_class, **inputs)
+    return tuple(returned["result"] if isinstance(returned, dict) else returned)

@@ -1,0 +1,43 @@
+"""Shared fixtures: the pack loaded as ComfyUI loads it, and the project's fake fal server."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from comfy_like import TEST_KEY, load_pack
+from fake_fal import FakeFal
+
+
+@pytest.fixture(scope="session")
+def pack() -> ModuleType:
+    return load_pack()
+
+
+@pytest.fixture(scope="session")
+def fake_fal_server() -> Iterator[FakeFal]:
+    server = FakeFal(accepted_keys={TEST_KEY}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_fal(fake_fal_server: FakeFal, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeFal]:
+    """A clean fake fal, with the pack pointed at it and a valid key in FAL_KEY."""
+    fake_fal_server.reset()
+    for name in ("FAL_KEY_ID", "FAL_KEY_SECRET", "GROK_IMAGINE_QUEUE_TIMEOUT", "GROK_IMAGINE_TIMEOUT",
+                 "GROK_IMAGINE_DOWNLOAD_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FAL_KEY", TEST_KEY)
+    monkeypatch.setenv("FAL_QUEUE_BASE_URL", fake_fal_server.url)
+    monkeypatch.setenv("FAL_REST_BASE_URL", fake_fal_server.url)
+    monkeypatch.setenv("GROK_IMAGINE_STATE_DIR", str(tmp_path / "state"))
+    yield fake_fal_server
+
+
+@pytest.fixture(autouse=True)
+def _capture_pack_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="grok_imagine_fal")

@@ -1,0 +1,127 @@
+"""Start the real ComfyUI (from COMFYUI_DIR) on the CPU with this pack linked in, and drive it over HTTP.
+
+ComfyUI runs with `--base-directory` in a temporary folder, so its custom_nodes, output and temp
+folders are the test's own and the ComfyUI checkout is never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PACK_ROOT = Path(__file__).resolve().parents[2]
+PACK_FOLDER = "grok-imagine-fal"
+
+
+def comfy_paths() -> tuple[Path, Path] | None:
+    """(ComfyUI dir, its venv python), or None when COMFYUI_DIR is not set up."""
+    raw = os.environ.get("COMFYUI_DIR", "").strip()
+    if not raw:
+        return None
+    comfy_dir = Path(raw)
+    venv = Path(os.environ.get("COMFYUI_VENV", "") or comfy_dir.parent / "venv")
+    python = venv / "bin" / "python"
+    if not (comfy_dir / "main.py").is_file() or not python.is_file():
+        return None
+    return comfy_dir, python
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ComfyServer:
+    url: str
+    base_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as response:  # noqa: S310 (loopback)
+            return json.loads(response.read() or b"null")
+
+    def post(self, path: str, body: Any) -> Any:
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
+            return json.loads(response.read() or b"null")
+
+    def queue(self, prompt: dict[str, Any]) -> str:
+        return self.post("/prompt", {"prompt": prompt, "client_id": f"e2e-{uuid.uuid4()}"})["prompt_id"]
+
+    def wait(self, prompt_id: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
+            if entry and entry.get("status", {}).get("completed") is not None:
+                if entry["status"].get("status_str") in ("success", "error"):
+                    return entry
+            time.sleep(0.1)
+        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout}s\n{self.log()[-3000:]}")
+
+    def run(self, prompt: dict[str, Any], timeout: float = 120) -> tuple[dict[str, Any], float]:
+        started = time.monotonic()
+        entry = self.wait(self.queue(prompt), timeout)
+        return entry, time.monotonic() - started
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_comfy(
+    comfy_dir: Path, python: Path, base_dir: Path, env: dict[str, str], timeout: float = 180
+) -> ComfyServer:
+    # as a user does after cloning: the pack's requirements into ComfyUI's environment
+    subprocess.run(  # noqa: S603 (our own argv)
+        [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r",
+         str(PACK_ROOT / "requirements.txt")],
+        check=True, capture_output=True,
+    )
+    (base_dir / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    link = base_dir / "custom_nodes" / PACK_FOLDER
+    if not link.exists():
+        link.symlink_to(PACK_ROOT, target_is_directory=True)
+    port = free_port()
+    log_path = base_dir / "comfyui.log"
+    process = subprocess.Popen(  # noqa: S603 (our own argv)
+        [str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+         "--disable-auto-launch", "--base-directory", str(base_dir)],
+        cwd=comfy_dir,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    server = ComfyServer(f"http://127.0.0.1:{port}", base_dir, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ComfyUI exited early:\n{server.log()[-3000:]}")
+        try:
+            server.get("/object_info/FalGrokImagineImage")
+            return server
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"ComfyUI did not answer within {timeout}s:\n{server.log()[-3000:]}")

@@ -1,0 +1,126 @@
+"""The pack as ComfyUI sees it: how it loads, and the public contract saved workflows rely on."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from comfy_like import ROOT, load_pack, pack_module
+from workflow_ui import load_workflow, node_info, to_api_prompt, widget_inputs
+
+WORKFLOWS = ROOT / "tests" / "workflows"
+EXPECTED_REQUESTS = json.loads((WORKFLOWS / "expected_requests.json").read_text(encoding="utf-8"))
+
+
+def test_the_pack_loads_as_comfyui_loads_a_folder_with_dashes_in_its_name() -> None:
+    module = load_pack("grok-imagine-fal-loadcheck")
+    try:
+        assert module.NODE_CLASS_MAPPINGS["FalGrokImagineImage"].__name__ == "FalGrokImagineImage"
+        assert module.NODE_DISPLAY_NAME_MAPPINGS["FalGrokImagineImage"] == "Grok Imagine Image (fal)"
+        assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == set(module.NODE_CLASS_MAPPINGS)
+        web = (ROOT / module.WEB_DIRECTORY).resolve()
+        assert web.is_dir() and any(web.glob("*.js"))
+    finally:
+        for name in [n for n in sys.modules if n.startswith("grok-imagine-fal-loadcheck")]:
+            del sys.modules[name]
+
+
+def test_the_pack_never_imports_comfyuis_own_nodes_module() -> None:
+    # ComfyUI has a top-level module called `nodes`: an absolute import would get that one.
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in ROOT.glob("*/**/*.py")
+        if not path.is_relative_to(ROOT / "tests") and not path.is_relative_to(ROOT / "bench")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.startswith(("import nodes", "from nodes", "import fal_transport", "from fal_transport",
+                            "import image_io", "from image_io"))
+    ]
+    assert offenders == []
+
+
+TEXT_TO_IMAGE_CONTRACT = [
+    ("prompt", "STRING", ""),
+    ("num_images", "INT", 1),
+    ("aspect_ratio", ["2:1", "20:9", "19.5:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:19.5", "9:20",
+                      "1:2"], "1:1"),
+    ("resolution", ["1k", "2k"], "1k"),
+    ("output_format", ["jpeg", "png", "webp"], "jpeg"),
+    ("sync_mode", "BOOLEAN", False),
+    ("seed", "INT", 0),
+]
+
+
+def test_text_to_image_inputs_keep_their_names_order_kinds_and_defaults(pack) -> None:
+    node = pack.NODE_CLASS_MAPPINGS["FalGrokImagineImage"]
+    required = node.INPUT_TYPES()["required"]
+    assert [(name, kind, options["default"]) for name, (kind, options) in required.items()] == TEXT_TO_IMAGE_CONTRACT
+    assert required["prompt"][1]["multiline"] is True
+    assert (required["num_images"][1]["min"], required["num_images"][1]["max"]) == (1, 4)
+    assert required["seed"][1]["control_after_generate"] is True
+    assert "not sent" in required["seed"][1]["tooltip"].lower()
+
+
+def test_text_to_image_outputs_keep_their_order(pack) -> None:
+    node = pack.NODE_CLASS_MAPPINGS["FalGrokImagineImage"]
+    assert node.RETURN_TYPES == ("IMAGE", "STRING", "STRING")
+    assert node.RETURN_NAMES == ("images", "revised_prompt", "image_urls")
+    assert node.CATEGORY == "fal/Grok Imagine"
+
+
+@pytest.mark.parametrize("node_id", ["FalGrokImagineImage"])
+def test_every_input_and_output_has_a_tooltip_and_the_node_a_description(pack, node_id: str) -> None:
+    node = pack.NODE_CLASS_MAPPINGS[node_id]
+    types = node.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, spec in types.get(section, {}).items():
+            assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+    assert len(node.OUTPUT_TOOLTIPS) == len(node.RETURN_TYPES) and all(node.OUTPUT_TOOLTIPS)
+    assert len(node.DESCRIPTION) > 40
+    assert node.CATEGORY.startswith("fal/")
+
+
+def test_the_node_function_is_async_so_independent_nodes_run_concurrently(pack) -> None:
+    import inspect
+
+    node = pack.NODE_CLASS_MAPPINGS["FalGrokImagineImage"]
+    assert inspect.iscoroutinefunction(getattr(node, node.FUNCTION))
+
+
+FROZEN_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.v*.json"))
+
+
+@pytest.mark.parametrize("workflow_file", FROZEN_WORKFLOWS)
+def test_every_published_workflow_still_builds_the_same_fal_request(pack, workflow_file: str) -> None:
+    builders = {"FalGrokImagineImage": pack_module("nodes.text_to_image").build_arguments}
+    workflow = load_workflow(WORKFLOWS / workflow_file)
+    built = {}
+    for node in workflow["nodes"]:
+        if node["type"] not in builders:
+            continue
+        node_class = pack.NODE_CLASS_MAPPINGS[node["type"]]
+        values = widget_inputs(node_info(node_class), node["widgets_values"])
+        values.pop("seed", None)
+        built[str(node["id"])] = builders[node["type"]](**values)
+    assert built == EXPECTED_REQUESTS[workflow_file]
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "example_workflows").glob("*.json")))
+def test_every_example_workflow_uses_registered_nodes_with_complete_widgets(pack, example: str) -> None:
+    workflow = load_workflow(ROOT / "example_workflows" / example)
+    for node in workflow["nodes"]:
+        if node["type"] in pack.NODE_CLASS_MAPPINGS:
+            node_class = pack.NODE_CLASS_MAPPINGS[node["type"]]
+            info = node_info(node_class)
+            values = widget_inputs(info, node["widgets_values"])
+            assert list(values) == [n for n in info["input_order"]["required"]], example
+            prompt = to_api_prompt({"nodes": [node], "links": []}, {node["type"]: info})
+            assert prompt[str(node["id"])]["class_type"] == node["type"]
+    assert (ROOT / "example_workflows" / example).with_suffix(".json").exists()
+
+
+def test_frozen_copies_exist_for_every_example_workflow() -> None:
+    frozen = {p.name.split(".v")[0] for p in WORKFLOWS.glob("*.v*.json")}
+    examples = {Path(p).stem for p in (ROOT / "example_workflows").glob("*.json")}
+    assert examples <= frozen

@@ -1,0 +1,94 @@
+// Pure helpers of the Grok Imagine (fal) web extension: no ComfyUI imports, tested with vitest + jsdom.
+
+export const ROUTES = {
+  pricing: "/grok_imagine/pricing",
+  key: "/grok_imagine/key",
+};
+
+/** "$0.02" style money, with enough digits for sub-cent prices. */
+export function formatUsd(amount) {
+  const digits = amount < 0.1 && amount !== 0 ? 3 : 2;
+  return `$${amount.toFixed(digits).replace(/(\.\d\d)0$/, "$1")}`;
+}
+
+/**
+ * The price label for a node, from its pricing entry (served by Python) and its widget values.
+ * Returns null when the node is not billed by this pack.
+ */
+export function priceLabel(entry, widgetValues) {
+  if (!entry) return null;
+  const count = Math.max(1, Number(widgetValues?.[entry.count_input] ?? 1) || 1);
+  const perImage = entry.price_per_image;
+  if (perImage === null || perImage === undefined) {
+    return `${count} image${count === 1 ? "" : "s"} · price unknown`;
+  }
+  if (count === 1) return `${formatUsd(perImage)} per run`;
+  return `${count} × ${formatUsd(perImage)} = ${formatUsd(perImage * count)}`;
+}
+
+/** One sentence about the key status; never more of the key than its last four characters. */
+export function describeKeyStatus(status) {
+  if (!status || !status.configured) {
+    return "No fal key is configured. Paste one below, or set FAL_KEY before starting ComfyUI.";
+  }
+  const tail = status.last4 ? ` (…${status.last4})` : "";
+  let text = `A fal key${tail} is configured from ${status.source}.`;
+  if (status.environment_wins) {
+    text += " A stored key exists too, but the environment variable wins.";
+  }
+  return text;
+}
+
+/**
+ * The settings panel element: status line, a password field and Save / Remove buttons.
+ * `request(method, path, body)` performs an HTTP call and resolves to {ok, json}.
+ * The key is sent once to the server and never kept in the page or in ComfyUI's settings.
+ */
+export function buildKeyPanel(doc, request) {
+  const root = doc.createElement("div");
+  root.className = "grok-imagine-key-panel";
+  root.style.cssText = "display:flex;flex-direction:column;gap:6px;min-width:320px";
+
+  const status = doc.createElement("div");
+  status.className = "grok-imagine-key-status";
+  status.textContent = "Checking…";
+
+  const row = doc.createElement("div");
+  row.style.cssText = "display:flex;gap:6px";
+  const input = doc.createElement("input");
+  input.type = "password";
+  input.autocomplete = "off";
+  input.placeholder = "Paste a fal key (stored on the ComfyUI server, not in workflows)";
+  input.style.flex = "1";
+  const save = doc.createElement("button");
+  save.textContent = "Save key";
+  const remove = doc.createElement("button");
+  remove.textContent = "Remove stored key";
+  row.append(input, save, remove);
+  root.append(status, row);
+
+  const show = (result) => {
+    if (result.ok) {
+      status.textContent = describeKeyStatus(result.json);
+      remove.disabled = !result.json?.key_file_present;
+    } else {
+      status.textContent = result.json?.error ?? "The Grok Imagine server routes did not answer.";
+    }
+  };
+  const refresh = async () => show(await request("GET", ROUTES.key));
+
+  save.addEventListener("click", async () => {
+    const key = input.value.trim();
+    input.value = "";
+    if (!key) {
+      status.textContent = "Paste a key first.";
+      return;
+    }
+    show(await request("POST", ROUTES.key, { key }));
+  });
+  remove.addEventListener("click", async () => show(await request("DELETE", ROUTES.key)));
+
+  root.refresh = refresh;
+  refresh();
+  return root;
+}
