@@ -1,7 +1,8 @@
-// Grok Imagine (fal) web extension: the price on the node before a run, and the fal key setting.
+// Grok Imagine (fal) web extension: the price on the node before a run, the revised prompt after it,
+// and the fal key setting.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { ROUTES, buildKeyPanel, priceLabel } from "./grok_imagine_core.js";
+import { ROUTES, buildKeyPanel, priceLabel, revisedPromptOf, showRevisedPrompt } from "./grok_imagine_core.js";
 
 async function request(method, path, body) {
   try {
@@ -73,6 +74,13 @@ app.registerExtension({
       const drawn = onDrawForeground?.apply(this, arguments);
       if (pricing.nodes[nodeData.name]) drawPrice(this, ctx);
       return drawn;
+    };
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      const result = onExecuted?.apply(this, arguments);
+      const revised = revisedPromptOf(message);
+      if (revised) showRevisedPrompt(this, revised);
+      return result;
     };
   },
 });

@@ -92,3 +92,38 @@ export function buildKeyPanel(doc, request) {
   refresh();
   return root;
 }
+
+/** The revised prompt in a node's `executed` message (the Python node sends it as ui.text). */
+export function revisedPromptOf(message) {
+  const text = message?.text?.[0];
+  return typeof text === "string" && text.trim() ? text : null;
+}
+
+export const REVISED_PROMPT_WIDGET = "$$grok-revised-prompt";
+
+/**
+ * Show the revised prompt on the node in a read-only text box. The widget is never serialized,
+ * so saved workflows keep exactly the node's own widget values.
+ */
+export function showRevisedPrompt(node, text, doc = document) {
+  let widget = node.widgets?.find((w) => w.name === REVISED_PROMPT_WIDGET);
+  if (!widget) {
+    const box = doc.createElement("textarea");
+    box.readOnly = true;
+    box.className = "comfy-multiline-input";
+    box.title = "The prompt fal actually used (Grok rewrites prompts)";
+    box.style.opacity = "0.85";
+    widget = node.addDOMWidget(REVISED_PROMPT_WIDGET, "grok_revised_prompt", box, {
+      serialize: false,
+      hideOnZoom: true,
+      getMinHeight: () => 64,
+      getValue: () => box.value,
+      setValue: (value) => {
+        box.value = value;
+      },
+    });
+    widget.serialize = false;
+  }
+  widget.value = `Revised prompt: ${text}`;
+  return widget;
+}

@@ -1,5 +1,14 @@
 import { describe, expect, it, vi } from "vitest";
-import { ROUTES, buildKeyPanel, describeKeyStatus, formatUsd, priceLabel } from "../../web/grok_imagine_core.js";
+import {
+  REVISED_PROMPT_WIDGET,
+  ROUTES,
+  buildKeyPanel,
+  describeKeyStatus,
+  formatUsd,
+  priceLabel,
+  revisedPromptOf,
+  showRevisedPrompt,
+} from "../../web/grok_imagine_core.js";
 
 const entry = { count_input: "num_images", price_per_image: 0.02 };
 
@@ -68,5 +77,35 @@ describe("the fal key setting", () => {
     panel.querySelector("input").value = "bad key";
     panel.querySelector("button").click();
     await vi.waitFor(() => expect(panel.textContent).toContain("does not look like a fal key"));
+  });
+});
+
+describe("the revised prompt on the node after a run", () => {
+  function fakeNode() {
+    const node = { widgets: [{ name: "prompt", value: "x" }] };
+    node.addDOMWidget = (name, type, element, options) => {
+      const widget = { name, type, element, options };
+      Object.defineProperty(widget, "value", { get: options.getValue, set: options.setValue });
+      node.widgets.push(widget);
+      return widget;
+    };
+    return node;
+  }
+
+  it("reads it from the executed message", () => {
+    expect(revisedPromptOf({ text: ["a fox at dawn"] })).toBe("a fox at dawn");
+    expect(revisedPromptOf({ text: [""] })).toBeNull();
+    expect(revisedPromptOf({ images: [] })).toBeNull();
+  });
+
+  it("shows it in one read-only box that is never saved into the workflow", () => {
+    const node = fakeNode();
+    showRevisedPrompt(node, "first", document);
+    const widget = showRevisedPrompt(node, "second", document);
+    expect(node.widgets.filter((w) => w.name === REVISED_PROMPT_WIDGET)).toHaveLength(1);
+    expect(widget.element.readOnly).toBe(true);
+    expect(widget.element.value).toBe("Revised prompt: second");
+    expect(widget.serialize).toBe(false);
+    expect(widget.options.serialize).toBe(false);
   });
 });
