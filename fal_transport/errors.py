@@ -71,3 +71,7 @@ class RequestCancelledError(FalError):
 
 class ResultError(FalError):
     """fal's result could not be read (malformed body, missing images, bad image data)."""
+
+
+class RequestNotFoundError(FalError):
+    """fal does not know the request id (wrong id, or fal no longer keeps the result)."""

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from .errors import (
     InvalidInputError,
     JobFailedError,
     RequestCancelledError,
+    RequestNotFoundError,
     ResultError,
     ServerError,
     SubmitUncertainError,
@@ -148,6 +149,12 @@ def error_from_response(
             f"fal rejected the API key (HTTP {code}) during {what}. The key from {credentials.source} "
             "is wrong, revoked or lacks access: create a new key at https://fal.ai/dashboard/keys, set "
             "FAL_KEY to it and restart ComfyUI.",
+            request_id=request_id,
+        )
+    if code == 404 and request_id:
+        return RequestNotFoundError(
+            f"fal does not know this request (HTTP 404 during {what}). Check the request id; fal keeps a "
+            "result for about an hour after it completes (minutes for large sync-mode results).",
             request_id=request_id,
         )
     if error_type in CONTENT_POLICY_TYPES or "content polic" in text.lower():
@@ -317,12 +324,15 @@ class FalQueue:
         on_status: StatusCallback | None = None,
         should_cancel: CancelCheck | None = None,
         on_tick: Callable[[], None] | None = None,
+        cancel_on_stop: bool = True,
     ) -> QueueStatus:
         """Wait until the request completes, honouring the user's cancel and both time limits.
 
         `on_status` gets every status report, `on_tick` is called about ten times a second.
-        On cancel or when a limit passes, fal is asked to cancel the request before raising.
+        On cancel or when a limit passes, fal is asked to cancel the request before raising (unless
+        `cancel_on_stop` is False: a request recovered by id is only watched, never cancelled).
         """
+        cancel = self.cancel if cancel_on_stop else _not_cancelled
         sink: asyncio.Queue[QueueStatus | BaseException] = asyncio.Queue()
         watcher = asyncio.create_task(self._watch(handle, sink))
         running = False
@@ -344,7 +354,7 @@ class FalQueue:
                         return item
                 elif on_tick is not None:
                     on_tick()
-                await self._check_stop(handle, limits, submitted_at, running, should_cancel)
+                await self._check_stop(handle, limits, submitted_at, running, should_cancel, cancel)
         except (FalTimeoutError, RequestCancelledError):
             finished = True  # already cancelled at fal
             raise
@@ -354,7 +364,7 @@ class FalQueue:
             if not finished:
                 # Anything else ends the wait early (another node failed, the task was cancelled, a
                 # status error): do not leave fal working and billing for nobody.
-                await asyncio.shield(self.cancel(handle))
+                await asyncio.shield(cancel(handle))
 
     async def _check_stop(
         self,
@@ -363,13 +373,14 @@ class FalQueue:
         submitted_at: float,
         running: bool,
         should_cancel: CancelCheck | None,
+        cancel: Callable[[RequestHandle], Awaitable[bool]],
     ) -> None:
         if should_cancel is not None and should_cancel():
-            await self.cancel(handle)
+            await cancel(handle)
             raise RequestCancelledError("Cancelled by the user; fal was asked to stop.", request_id=handle.request_id)
         elapsed = time.monotonic() - submitted_at
         if not running and elapsed > limits.queue_timeout:
-            await self.cancel(handle)
+            await cancel(handle)
             raise FalTimeoutError(
                 f"The request waited in fal's queue longer than {limits.queue_timeout:g} s "
                 f"({config.QUEUE_TIMEOUT_ENV}) and was cancelled. fal is busy: queue again later, or raise "
@@ -378,7 +389,7 @@ class FalQueue:
                 request_id=handle.request_id,
             )
         if elapsed > limits.total_timeout:
-            await self.cancel(handle)
+            await cancel(handle)
             raise FalTimeoutError(
                 f"The request took longer than {limits.total_timeout:g} s ({config.TOTAL_TIMEOUT_ENV}) and "
                 f"was cancelled. Queue again, or raise {config.TOTAL_TIMEOUT_ENV}.",
@@ -439,6 +450,10 @@ class FalQueue:
         accepted = response.status_code == 202
         log.info("fal request %s cancel: HTTP %d", handle.request_id, response.status_code)
         return accepted
+
+
+async def _not_cancelled(handle: RequestHandle) -> bool:
+    return False
 
 
 class _StreamUnavailable(Exception):

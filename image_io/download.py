@@ -26,6 +26,17 @@ class ImageFetchError(ResultError):
     """A result image could not be fetched."""
 
 
+def _problem(exc: BaseException) -> str:
+    """What went wrong with a download, in words."""
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+        return "the connection closed before the whole image arrived"
+    if isinstance(exc, httpx.ConnectError):
+        return "could not connect"
+    if isinstance(exc, httpx.TimeoutException):
+        return "no data arrived in time"
+    return type(exc).__name__
+
+
 def _data_uri_bytes(url: str, request_id: str | None) -> bytes:
     header, sep, payload = url.partition(",")
     if not sep or ";base64" not in header:
@@ -92,7 +103,7 @@ async def fetch_image_bytes(url: str, *, timeout_s: float, request_id: str | Non
                         request_id=request_id,
                     ) from exc
                 except (httpx.TransportError, httpx.TimeoutException) as exc:
-                    outcome, problem = None, type(exc).__name__
+                    outcome, problem = None, _problem(exc)
                 retry_after = None
                 if isinstance(outcome, bytes):
                     return outcome

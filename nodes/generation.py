@@ -18,7 +18,17 @@ import torch
 from ..fal_transport import config
 from ..fal_transport.config import Limits
 from ..fal_transport.credentials import resolve_credentials
-from ..fal_transport.errors import RequestCancelledError, ResultError
+from ..fal_transport.errors import (
+    ContentPolicyError,
+    FalError,
+    FalTimeoutError,
+    JobFailedError,
+    RequestCancelledError,
+    ResultError,
+    SubmitUncertainError,
+)
+from ..fal_transport.http import Deadline
+from ..fal_transport.journal import Journal, fingerprint
 from ..fal_transport.queue import TICK_S, FalQueue, QueueStatus, RequestHandle
 from ..image_io.batch import FetchedImage, load_images
 from . import host
@@ -69,6 +79,12 @@ class ProgressReporter:
         log.info("[Grok Imagine] submitted to %s, fal request id %s", handle.endpoint, handle.request_id)
         self._show(f"Submitted to fal\nrequest {handle.request_id}", _BAR_QUEUED)
 
+    def following(self, handle: RequestHandle, why: str) -> None:
+        """Collecting a request submitted earlier (journal or the Result node): nothing new is billed."""
+        self.request_id = handle.request_id
+        log.info("[Grok Imagine] %s: fal request id %s (no new request, nothing billed again)", why, handle.request_id)
+        self._show(f"{why}\nrequest {handle.request_id}", _BAR_QUEUED)
+
     def status(self, status: QueueStatus) -> None:
         self._last_status = status
         new_lines = [line for line in status.logs if (line.timestamp, line.message) not in self._seen_logs]
@@ -106,7 +122,7 @@ class ProgressReporter:
             self._bar.update_absolute(_BAR_TOTAL, _BAR_TOTAL)
 
 
-def image_urls_of(result: dict[str, Any], request_id: str) -> list[str]:
+def image_urls_of(result: dict[str, Any], request_id: str, expected: int | None = None) -> list[str]:
     """The image URLs of a fal result, in order."""
     images = result.get("images")
     if not isinstance(images, list) or not images:
@@ -117,6 +133,8 @@ def image_urls_of(result: dict[str, Any], request_id: str) -> list[str]:
     urls = [item.get("url") if isinstance(item, dict) else None for item in images]
     if not all(isinstance(url, str) and url for url in urls):
         raise ResultError("fal's result lists an image without a URL.", request_id=request_id)
+    if expected is not None and len(urls) < expected:
+        log.warning("[Grok Imagine] fal returned %d of %d images for request %s", len(urls), expected, request_id)
     return urls  # type: ignore[return-value]
 
 
@@ -135,11 +153,16 @@ async def until_interrupted(work: Awaitable[T], request_id: str) -> T:
 
 
 async def collect(
-    queue: FalQueue, handle: RequestHandle, reporter: ProgressReporter, limits: Limits, final: QueueStatus | None
+    queue: FalQueue,
+    handle: RequestHandle,
+    reporter: ProgressReporter,
+    limits: Limits,
+    final: QueueStatus | None,
+    expected: int | None = None,
 ) -> Generation:
     """Fetch a completed request's result and images."""
     result = await queue.result(handle, final)
-    urls = image_urls_of(result, handle.request_id)
+    urls = image_urls_of(result, handle.request_id, expected)
     reporter.downloading(len(urls))
     loaded = await load_images(urls, timeout_s=limits.download_timeout, request_id=handle.request_id)
     revised = result.get("revised_prompt")
@@ -154,25 +177,119 @@ async def collect(
     )
 
 
-async def generate(endpoint: str, arguments: dict[str, Any], *, node_id: str | None = None) -> Generation:
-    """Run one request at fal from submit to decoded images."""
+async def follow(
+    queue: FalQueue,
+    handle: RequestHandle,
+    reporter: ProgressReporter,
+    limits: Limits,
+    *,
+    submitted_at: float,
+    journal: Journal | None = None,
+    expected: int | None = None,
+    cancel_on_stop: bool = True,
+) -> Generation:
+    """Wait for a submitted request, then collect it; keeps the journal's state of it current.
+
+    A request that completed at fal but whose images did not arrive stays `completed` in the journal,
+    so the next run with the same inputs collects it instead of paying again.
+    """
+    request_id = handle.request_id
+    mark = journal.mark if journal is not None else (lambda _id, _state: None)
+    try:
+        try:
+            final = await queue.wait(
+                handle,
+                limits=limits,
+                submitted_at=submitted_at,
+                on_status=reporter.status,
+                should_cancel=host.interrupted,
+                on_tick=reporter.tick,
+                cancel_on_stop=cancel_on_stop,
+            )
+        except (RequestCancelledError, FalTimeoutError):
+            if cancel_on_stop:
+                mark(request_id, "cancelled")
+            raise
+        if not (final.error or final.error_type):
+            mark(request_id, "completed")
+        try:
+            generation = await until_interrupted(
+                collect(queue, handle, reporter, limits, final, expected), request_id
+            )
+        except (JobFailedError, ContentPolicyError):
+            mark(request_id, "failed")
+            raise
+        mark(request_id, "collected")
+        return generation
+    except RequestCancelledError as exc:
+        log.info("[Grok Imagine] fal request %s: stopped by the user", request_id)
+        raise host.interruption(exc) from exc
+
+
+async def generate(
+    endpoint: str, arguments: dict[str, Any], *, node_id: str | None = None
+) -> Generation:
+    """Run one request at fal from submit to decoded images, or collect an unfinished earlier one.
+
+    Before submitting, the journal is asked for a request with the same inputs that an earlier run
+    left unfinished (ComfyUI stopped, a download failed): that one is collected instead of paying again.
+    """
     credentials = resolve_credentials(config.key_file())
     limits = Limits.from_env()
     queue = FalQueue(credentials)
+    journal = Journal(config.state_dir())
     reporter = ProgressReporter(node_id)
+    inputs_fingerprint = fingerprint(endpoint, arguments)
+    expected = arguments.get("num_images")
+    handle = await _resume(queue, journal, reporter, endpoint, inputs_fingerprint)
     submitted_at = time.monotonic()
-    handle = await queue.submit(endpoint, arguments)
-    reporter.submitted(handle)
+    if handle is None:
+        try:
+            handle = await queue.submit(endpoint, arguments)
+        except SubmitUncertainError as exc:
+            if exc.request_id:  # fal accepted it: the next run with these inputs collects it
+                journal.record_submitted(exc.request_id, endpoint, inputs_fingerprint,
+                                         sync_mode=bool(arguments.get("sync_mode")))
+                journal.release(exc.request_id)
+            raise
+        journal.record_submitted(handle.request_id, endpoint, inputs_fingerprint,
+                                 sync_mode=bool(arguments.get("sync_mode")))
+        reporter.submitted(handle)
     try:
-        final = await queue.wait(
-            handle,
-            limits=limits,
-            submitted_at=submitted_at,
-            on_status=reporter.status,
-            should_cancel=host.interrupted,
-            on_tick=reporter.tick,
-        )
-        return await until_interrupted(collect(queue, handle, reporter, limits, final), handle.request_id)
-    except RequestCancelledError as exc:
-        log.info("[Grok Imagine] fal request %s cancelled by the user", handle.request_id)
-        raise host.interruption(exc) from exc
+        return await follow(queue, handle, reporter, limits, submitted_at=submitted_at, journal=journal,
+                            expected=expected if isinstance(expected, int) else None)
+    finally:
+        journal.release(handle.request_id)
+
+
+async def _resume(
+    queue: FalQueue, journal: Journal, reporter: ProgressReporter, endpoint: str, inputs_fingerprint: str
+) -> RequestHandle | None:
+    """The handle of a journalled unfinished request with the same inputs that fal still knows, if any."""
+    entry = journal.claim_resumable(endpoint, inputs_fingerprint)
+    if entry is None:
+        return None
+    handle = queue.handle_for(endpoint, entry.request_id)
+    try:
+        await queue.status(handle, Deadline(15.0))
+    except FalError as exc:
+        log.info("[Grok Imagine] journalled request %s is no longer available at fal (%s)", entry.request_id, exc)
+        journal.mark(entry.request_id, "lost")
+        journal.release(entry.request_id)
+        return None
+    reporter.following(handle, "Collecting an earlier unfinished request with the same inputs")
+    return handle
+
+
+async def recover(endpoint: str, request_id: str, *, node_id: str | None = None) -> Generation:
+    """Load an earlier request's images from fal by its id, without a new generation."""
+    credentials = resolve_credentials(config.key_file())
+    limits = Limits.from_env()
+    queue = FalQueue(credentials)
+    journal = Journal(config.state_dir())
+    reporter = ProgressReporter(node_id)
+    handle = queue.handle_for(endpoint, request_id)
+    reporter.following(handle, "Loading a finished request from fal")
+    journal_entry = journal.entries().get(request_id)
+    return await follow(queue, handle, reporter, limits, submitted_at=time.monotonic(),
+                        journal=journal if journal_entry is not None else None, cancel_on_stop=False)

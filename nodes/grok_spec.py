@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 TEXT_TO_IMAGE_ENDPOINT = "xai/grok-imagine-image"
+# Every endpoint of the family; their requests share one queue path (owner/app), so any of them
+# finds a request of any other.
+ENDPOINTS: tuple[str, ...] = (TEXT_TO_IMAGE_ENDPOINT,)
 
 # fal's 13 values, in fal's order (fal-js endpoints.ts, XAIImageInput.aspect_ratio).
 ASPECT_RATIOS: tuple[str, ...] = (

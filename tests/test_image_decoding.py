@@ -62,3 +62,10 @@ def test_bytes_that_are_no_image_give_a_clear_error_naming_the_request(data: byt
     with pytest.raises(decode.ImageDecodeError) as caught:
         decode.decode_rgb(data, index=1, request_id="req-42")
     assert "Result image 2" in str(caught.value) and "req-42" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.png", "javascript:alert(1)", "/a.png"])
+async def test_only_https_http_and_data_urls_are_loaded(url: str) -> None:
+    download = pack_module("image_io.download")
+    with pytest.raises(download.ImageFetchError, match="only https, http and data"):
+        await download.fetch_image_bytes(url, timeout_s=1, request_id="req-7")

@@ -62,6 +62,15 @@ def test_text_to_image_inputs_keep_their_names_order_kinds_and_defaults(pack) ->
     assert "not sent" in required["seed"][1]["tooltip"].lower()
 
 
+def test_result_node_inputs_and_outputs_keep_their_contract(pack) -> None:
+    node = pack.NODE_CLASS_MAPPINGS["FalGrokImagineResult"]
+    required = node.INPUT_TYPES()["required"]
+    assert list(required) == ["request_id", "endpoint"]
+    assert required["request_id"][0] == "STRING" and required["endpoint"][1]["default"] == "xai/grok-imagine-image"
+    assert node.RETURN_NAMES == ("images", "revised_prompt", "image_urls")
+    assert pack.NODE_DISPLAY_NAME_MAPPINGS["FalGrokImagineResult"] == "Grok Imagine Result (fal)"
+
+
 def test_text_to_image_outputs_keep_their_order(pack) -> None:
     node = pack.NODE_CLASS_MAPPINGS["FalGrokImagineImage"]
     assert node.RETURN_TYPES == ("IMAGE", "STRING", "STRING")
@@ -69,7 +78,7 @@ def test_text_to_image_outputs_keep_their_order(pack) -> None:
     assert node.CATEGORY == "fal/Grok Imagine"
 
 
-@pytest.mark.parametrize("node_id", ["FalGrokImagineImage"])
+@pytest.mark.parametrize("node_id", ["FalGrokImagineImage", "FalGrokImagineResult"])
 def test_every_input_and_output_has_a_tooltip_and_the_node_a_description(pack, node_id: str) -> None:
     node = pack.NODE_CLASS_MAPPINGS[node_id]
     types = node.INPUT_TYPES()
@@ -86,6 +95,8 @@ def test_the_node_function_is_async_so_independent_nodes_run_concurrently(pack) 
 
     node = pack.NODE_CLASS_MAPPINGS["FalGrokImagineImage"]
     assert inspect.iscoroutinefunction(getattr(node, node.FUNCTION))
+    result = pack.NODE_CLASS_MAPPINGS["FalGrokImagineResult"]
+    assert inspect.iscoroutinefunction(getattr(result, result.FUNCTION))
 
 
 FROZEN_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.v*.json"))

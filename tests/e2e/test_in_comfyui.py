@@ -21,6 +21,7 @@ import pytest
 from comfy_host import PACK_ROOT, ComfyServer, comfy_paths, start_comfy
 from comfy_like import TEST_KEY
 from fake_fal import FakeFal
+from PIL import Image
 from workflow_ui import load_workflow, to_api_prompt
 
 PATHS = comfy_paths()
@@ -111,6 +112,9 @@ def test_every_example_workflow_runs_and_saves_its_images(
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-2000:]
     files = saved_images(comfy, entry)
     assert files and all(f.is_file() and f.stat().st_size > 0 for f in files)
+    for saved in files:  # Save Image embeds the prompt and workflow in the PNG: never the key
+        metadata = json.dumps(Image.open(saved).info, default=str)
+        assert "FalGrokImagine" in metadata and TEST_KEY.split(":")[1] not in metadata
     grok_nodes = [node_id for node_id, node in prompt.items() if node["class_type"].startswith("FalGrokImagine")]
     assert len(fal.submits) == len(grok_nodes)
     for node_id in grok_nodes:  # previews and the revised prompt are shown on the node itself
@@ -160,6 +164,21 @@ def test_an_interrupt_cancels_the_request_at_fal_and_ends_the_prompt_interrupted
     assert cancel_time - interrupted_at < 1.0
     messages = [kind for kind, _ in entry["status"]["messages"]]
     assert "execution_interrupted" in messages and "execution_error" not in messages
+
+
+def test_the_result_node_reloads_a_request_by_id_inside_comfyui(comfy: ComfyServer, fal: FakeFal) -> None:
+    entry, _ = comfy.run(bust_cache(grok_prompt(1)))
+    assert entry["status"]["status_str"] == "success"
+    request_id = fal.submits[0].request_id
+    prompt = {
+        "1": {"class_type": "FalGrokImagineResult",
+              "inputs": {"request_id": request_id, "endpoint": "xai/grok-imagine-image"}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+    entry, _ = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert len(fal.submits) == 1
+    assert entry["outputs"]["2"]["images"]
 
 
 def browser_tools() -> tuple[Path, Path] | None:
