@@ -332,7 +332,17 @@ class FalQueue:
         On cancel or when a limit passes, fal is asked to cancel the request before raising (unless
         `cancel_on_stop` is False: a request recovered by id is only watched, never cancelled).
         """
-        cancel = self.cancel if cancel_on_stop else _not_cancelled
+        cancel_at_fal = self.cancel if cancel_on_stop else _not_cancelled
+        cancel_sent = False
+
+        async def cancel(request: RequestHandle) -> bool:
+            """At most one cancel per request, and one that a task cancellation cannot cut short."""
+            nonlocal cancel_sent
+            if cancel_sent:
+                return False
+            cancel_sent = True
+            return await asyncio.shield(cancel_at_fal(request))
+
         sink: asyncio.Queue[QueueStatus | BaseException] = asyncio.Queue()
         watcher = asyncio.create_task(self._watch(handle, sink))
         running = False
@@ -364,7 +374,7 @@ class FalQueue:
             if not finished:
                 # Anything else ends the wait early (another node failed, the task was cancelled, a
                 # status error): do not leave fal working and billing for nobody.
-                await asyncio.shield(cancel(handle))
+                await cancel(handle)
 
     async def _check_stop(
         self,

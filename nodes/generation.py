@@ -31,6 +31,8 @@ from ..fal_transport.http import Deadline
 from ..fal_transport.journal import Journal, fingerprint
 from ..fal_transport.queue import TICK_S, FalQueue, QueueStatus, RequestHandle
 from ..image_io.batch import FetchedImage, load_images
+from ..image_io.decode import to_image_batch
+from . import grok_spec as spec
 from . import host
 
 log = logging.getLogger("grok_imagine_fal")
@@ -57,6 +59,8 @@ class ProgressReporter:
     """Turns queue events into progress text and a progress bar on one node."""
 
     node_id: str | None
+    label: str = ""  # "[2/3] " when the node sends several requests
+    with_bar: bool = True
     started: float = field(default_factory=time.monotonic)
     request_id: str = ""
     _seen_logs: set[tuple[str, str]] = field(default_factory=set)
@@ -66,11 +70,11 @@ class ProgressReporter:
     _bar: Any = None
 
     def __post_init__(self) -> None:
-        self._bar = host.progress_bar(_BAR_TOTAL, self.node_id)
+        self._bar = host.progress_bar(_BAR_TOTAL, self.node_id) if self.with_bar else None
 
     def _show(self, text: str, fraction: int | None = None) -> None:
         self._shown_at = time.monotonic()
-        host.send_progress_text(self.node_id, text)
+        host.send_progress_text(self.node_id, self.label + text)
         if fraction is not None and self._bar is not None:
             self._bar.update_absolute(fraction, _BAR_TOTAL)
 
@@ -226,8 +230,67 @@ async def follow(
         raise host.interruption(exc) from exc
 
 
+async def generate_images(
+    endpoint: str,
+    arguments: dict[str, Any],
+    *,
+    node_id: str | None = None,
+    identity: dict[str, Any] | None = None,
+) -> Generation:
+    """All `arguments["num_images"]` images: one request per four images, all sent at once, one batch
+    in request order. `identity` replaces `arguments` in the journal fingerprint (e.g. reference images
+    by content hash instead of by upload URL)."""
+    sizes = spec.request_sizes(int(arguments["num_images"]))
+    if len(sizes) == 1:
+        return await generate(endpoint, arguments, node_id=node_id, identity=identity)
+    resolve_credentials(config.key_file())  # a missing key is refused before any request
+    parts = [
+        generate(
+            endpoint,
+            {**arguments, "num_images": size},
+            node_id=node_id,
+            identity={**(identity or arguments), "num_images": size, "part": [index, len(sizes)]},
+            label=f"[{index + 1}/{len(sizes)}] ",
+            with_bar=index == 0,
+        )
+        for index, size in enumerate(sizes)
+    ]
+    generations = await _all_or_none(parts)
+    return Generation(
+        images=_concat([g.images for g in generations], [f for g in generations for f in g.files]),
+        revised_prompt=generations[0].revised_prompt,
+        image_urls=[url for g in generations for url in g.image_urls],
+        request_id=",".join(g.request_id for g in generations),
+        files=[f for g in generations for f in g.files],
+    )
+
+
+async def _all_or_none(work: list[Awaitable[T]]) -> list[T]:
+    """Run all at once; when one fails, stop the others (their requests are cancelled at fal)."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _concat(batches: list[torch.Tensor], files: list[FetchedImage]) -> torch.Tensor:
+    if all(b.shape[1:] == batches[0].shape[1:] for b in batches):
+        return torch.cat(batches)
+    return to_image_batch([f.array for f in files])  # different sizes: fitted to the first image
+
+
 async def generate(
-    endpoint: str, arguments: dict[str, Any], *, node_id: str | None = None
+    endpoint: str,
+    arguments: dict[str, Any],
+    *,
+    node_id: str | None = None,
+    identity: dict[str, Any] | None = None,
+    label: str = "",
+    with_bar: bool = True,
 ) -> Generation:
     """Run one request at fal from submit to decoded images, or collect an unfinished earlier one.
 
@@ -238,28 +301,49 @@ async def generate(
     limits = Limits.from_env()
     queue = FalQueue(credentials)
     journal = Journal(config.state_dir())
-    reporter = ProgressReporter(node_id)
-    inputs_fingerprint = fingerprint(endpoint, arguments)
+    reporter = ProgressReporter(node_id, label=label, with_bar=with_bar)
+    inputs_fingerprint = fingerprint(endpoint, identity or arguments)
     expected = arguments.get("num_images")
     handle = await _resume(queue, journal, reporter, endpoint, inputs_fingerprint)
     submitted_at = time.monotonic()
     if handle is None:
+        sync_mode = bool(arguments.get("sync_mode"))
         try:
-            handle = await queue.submit(endpoint, arguments)
+            handle = await _submit_even_if_cancelled(queue, journal, endpoint, arguments, inputs_fingerprint)
         except SubmitUncertainError as exc:
             if exc.request_id:  # fal accepted it: the next run with these inputs collects it
-                journal.record_submitted(exc.request_id, endpoint, inputs_fingerprint,
-                                         sync_mode=bool(arguments.get("sync_mode")))
+                journal.record_submitted(exc.request_id, endpoint, inputs_fingerprint, sync_mode=sync_mode)
                 journal.release(exc.request_id)
             raise
-        journal.record_submitted(handle.request_id, endpoint, inputs_fingerprint,
-                                 sync_mode=bool(arguments.get("sync_mode")))
+        journal.record_submitted(handle.request_id, endpoint, inputs_fingerprint, sync_mode=sync_mode)
         reporter.submitted(handle)
     try:
         return await follow(queue, handle, reporter, limits, submitted_at=submitted_at, journal=journal,
                             expected=expected if isinstance(expected, int) else None)
     finally:
         journal.release(handle.request_id)
+
+
+async def _submit_even_if_cancelled(
+    queue: FalQueue, journal: Journal, endpoint: str, arguments: dict[str, Any], inputs_fingerprint: str
+) -> RequestHandle:
+    """Submit; if this task is cancelled meanwhile (another request of the node failed, the prompt was
+    stopped), still learn the request id of a submit that reached fal, journal it and cancel it there."""
+    submit = asyncio.ensure_future(queue.submit(endpoint, arguments))
+    try:
+        return await asyncio.shield(submit)
+    except asyncio.CancelledError:
+        try:
+            handle = await asyncio.wait_for(submit, timeout=60.0)
+        except (FalError, asyncio.TimeoutError):
+            raise
+        else:
+            journal.record_submitted(handle.request_id, endpoint, inputs_fingerprint,
+                                     sync_mode=bool(arguments.get("sync_mode")))
+            journal.release(handle.request_id)
+            if await queue.cancel(handle):
+                journal.mark(handle.request_id, "cancelled")
+        raise
 
 
 async def _resume(

@@ -2,40 +2,74 @@
 
 from __future__ import annotations
 
+import math
+
 TEXT_TO_IMAGE_ENDPOINT = "xai/grok-imagine-image"
+QUALITY_TEXT_TO_IMAGE_ENDPOINT = "xai/grok-imagine-image/quality/text-to-image"
+EDIT_ENDPOINT = "xai/grok-imagine-image/edit"
+QUALITY_EDIT_ENDPOINT = "xai/grok-imagine-image/quality/edit"
+
+TIERS: tuple[str, ...] = ("standard", "quality")
+DEFAULT_TIER = "standard"
+ENDPOINT_BY_TIER: dict[str, dict[str, str]] = {
+    "text-to-image": {"standard": TEXT_TO_IMAGE_ENDPOINT, "quality": QUALITY_TEXT_TO_IMAGE_ENDPOINT},
+    "edit": {"standard": EDIT_ENDPOINT, "quality": QUALITY_EDIT_ENDPOINT},
+}
 # Every endpoint of the family; their requests share one queue path (owner/app), so any of them
 # finds a request of any other.
-ENDPOINTS: tuple[str, ...] = (TEXT_TO_IMAGE_ENDPOINT,)
+ENDPOINTS: tuple[str, ...] = (TEXT_TO_IMAGE_ENDPOINT, QUALITY_TEXT_TO_IMAGE_ENDPOINT, EDIT_ENDPOINT,
+                              QUALITY_EDIT_ENDPOINT)
 
 # fal's 13 values, in fal's order (fal-js endpoints.ts, XAIImageInput.aspect_ratio).
 ASPECT_RATIOS: tuple[str, ...] = (
     "2:1", "20:9", "19.5:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:19.5", "9:20", "1:2",
 )
 DEFAULT_ASPECT_RATIO = "1:1"
+EDIT_ASPECT_RATIOS: tuple[str, ...] = ("auto", *ASPECT_RATIOS)  # XAIImageEditInput: auto keeps the first image's
+DEFAULT_EDIT_ASPECT_RATIO = "auto"
 RESOLUTIONS: tuple[str, ...] = ("1k", "2k")
 DEFAULT_RESOLUTION = "1k"
 OUTPUT_FORMATS: tuple[str, ...] = ("jpeg", "png", "webp")
 DEFAULT_OUTPUT_FORMAT = "jpeg"
-MAX_IMAGES_PER_REQUEST = 4
+MAX_IMAGES_PER_REQUEST = 4  # fal's limit for one request
+MAX_IMAGES_PER_NODE = 16  # above 4 the node sends ceil(n / 4) requests at once
+MAX_REFERENCE_IMAGES = 3
 
-# US dollars per generated image, as fal lists them. None: fal publishes no price we know of.
+# US dollars per generated image, as fal publishes them. None: no price published that we know of;
+# the node then says "price unknown" rather than guess.
 PRICE_PER_IMAGE_USD: dict[str, float | None] = {
     TEXT_TO_IMAGE_ENDPOINT: 0.02,
+    QUALITY_TEXT_TO_IMAGE_ENDPOINT: None,
+    EDIT_ENDPOINT: None,
+    QUALITY_EDIT_ENDPOINT: None,
 }
 
 # Which node bills what: the JS reads this (via /grok_imagine/pricing) to show the price on the node.
-NODE_PRICING: dict[str, dict[str, object]] = {
-    "FalGrokImagineImage": {
-        "count_input": "num_images",
-        "endpoint": TEXT_TO_IMAGE_ENDPOINT,
-    },
-}
+NODE_KINDS: dict[str, str] = {"FalGrokImagineImage": "text-to-image", "FalGrokImagineEdit": "edit"}
+
+
+def endpoint_for(kind: str, tier: str) -> str:
+    return ENDPOINT_BY_TIER[kind][tier]
+
+
+def request_sizes(num_images: int) -> list[int]:
+    """How many images each of the node's requests asks for: at most four per request."""
+    requests = math.ceil(num_images / MAX_IMAGES_PER_REQUEST)
+    return [min(MAX_IMAGES_PER_REQUEST, num_images - i * MAX_IMAGES_PER_REQUEST) for i in range(requests)]
 
 
 def pricing_table() -> dict[str, object]:
     """The price table as served to the web extension."""
     nodes = {
-        node_id: {**entry, "price_per_image": PRICE_PER_IMAGE_USD.get(str(entry["endpoint"]))}
-        for node_id, entry in NODE_PRICING.items()
+        node_id: {
+            "count_input": "num_images",
+            "tier_input": "tier",
+            "max_images_per_request": MAX_IMAGES_PER_REQUEST,
+            "tiers": {
+                tier: {"endpoint": endpoint, "price_per_image": PRICE_PER_IMAGE_USD[endpoint]}
+                for tier, endpoint in ENDPOINT_BY_TIER[kind].items()
+            },
+        }
+        for node_id, kind in NODE_KINDS.items()
     }
     return {"currency": "USD", "nodes": nodes}

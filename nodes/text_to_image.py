@@ -8,42 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..fal_transport.errors import InvalidInputError
 from . import grok_spec as spec
-from .generation import Generation, generate
+from . import schema
+from .generation import Generation, generate_images
 from .previews import save_previews
-
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
 
 def build_arguments(
     prompt: str, num_images: int, aspect_ratio: str, resolution: str, output_format: str, sync_mode: bool
 ) -> dict[str, Any]:
-    """The request body: exactly fal's fields. `resolution` only when not the default, so the body
-    stays valid for an endpoint that does not know the field."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidInputError("The prompt is empty. Type what the image should show into 'prompt'.", field="prompt")
-    if not 1 <= int(num_images) <= spec.MAX_IMAGES_PER_REQUEST:
-        raise InvalidInputError(
-            f"'num_images' must be 1..{spec.MAX_IMAGES_PER_REQUEST}, got {num_images}.", field="num_images"
-        )
-    for name, value, allowed in (
-        ("aspect_ratio", aspect_ratio, spec.ASPECT_RATIOS),
-        ("resolution", resolution, spec.RESOLUTIONS),
-        ("output_format", output_format, spec.OUTPUT_FORMATS),
-    ):
-        if value not in allowed:
-            raise InvalidInputError(f"'{name}' must be one of {', '.join(allowed)}; got {value!r}.", field=name)
-    arguments: dict[str, Any] = {
-        "prompt": prompt,
-        "num_images": int(num_images),
-        "aspect_ratio": aspect_ratio,
-        "output_format": output_format,
-        "sync_mode": bool(sync_mode),
-    }
-    if resolution != spec.DEFAULT_RESOLUTION:
-        arguments["resolution"] = resolution
-    return arguments
+    """The request body: exactly fal's fields (num_images is the node's total; it is split per request)."""
+    return schema.common_arguments(prompt, num_images, aspect_ratio, spec.ASPECT_RATIOS, resolution,
+                                   output_format, sync_mode)
 
 
 def node_output(generation: Generation) -> dict[str, Any]:
@@ -62,56 +38,30 @@ class FalGrokImagineImage:
     """Text to image with Grok Imagine on fal.ai."""
 
     DESCRIPTION = (
-        "Generate images from a text prompt with xAI's Grok Imagine on fal.ai (xai/grok-imagine-image). "
-        "Needs a fal API key in the FAL_KEY environment variable. fal bills each generated image "
-        "($0.02 per image at the time of writing)."
+        "Generate images from a text prompt with xAI's Grok Imagine on fal.ai (xai/grok-imagine-image, or its "
+        "quality tier). Needs a fal API key (FAL_KEY or Settings > Grok Imagine (fal)). fal bills each generated "
+        "image ($0.02 per image on the standard tier at the time of writing)."
     )
     CATEGORY = "fal/Grok Imagine"
     FUNCTION = "generate"
-    RETURN_TYPES = ("IMAGE", "STRING", "STRING")
-    RETURN_NAMES = ("images", "revised_prompt", "image_urls")
-    OUTPUT_TOOLTIPS = (
-        "All generated images as one batch.",
-        "The prompt fal actually used (Grok rewrites prompts before generating).",
-        "The fal URLs of the images, one per line; empty in sync mode.",
-    )
+    RETURN_TYPES = schema.RETURN_TYPES
+    RETURN_NAMES = schema.RETURN_NAMES
+    OUTPUT_TOOLTIPS = schema.OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "prompt": ("STRING", {
-                    "multiline": True,
-                    "default": "",
-                    "tooltip": "What the image should show. Grok may rewrite it; see the revised_prompt output.",
-                }),
-                "num_images": ("INT", {
-                    "default": 1, "min": 1, "max": spec.MAX_IMAGES_PER_REQUEST,
-                    "tooltip": "How many images to generate; each one is billed.",
-                }),
-                "aspect_ratio": (list(spec.ASPECT_RATIOS), {
-                    "default": spec.DEFAULT_ASPECT_RATIO,
-                    "tooltip": "Width:height of the images.",
-                }),
-                "resolution": (list(spec.RESOLUTIONS), {
-                    "default": spec.DEFAULT_RESOLUTION,
-                    "tooltip": "1k for standard resolution, 2k for high resolution.",
-                }),
-                "output_format": (list(spec.OUTPUT_FORMATS), {
-                    "default": spec.DEFAULT_OUTPUT_FORMAT,
-                    "tooltip": "File format fal encodes the images in (jpeg is smallest, png is lossless).",
-                }),
-                "sync_mode": ("BOOLEAN", {
-                    "default": False,
-                    "tooltip": "On: fal returns the images inline and keeps nothing in its request history "
-                               "(no URLs, nothing to recover later).",
-                }),
-                "seed": ("INT", {
-                    "default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
-                    "tooltip": "Not sent to fal (Grok takes no seed). Changing it makes ComfyUI run the node "
-                               "again instead of reusing the last result.",
-                }),
+                "prompt": schema.prompt_input(
+                    "What the image should show. Grok may rewrite it; see the revised_prompt output."
+                ),
+                "num_images": schema.num_images_input(),
+                "aspect_ratio": schema.aspect_ratio_input(
+                    spec.ASPECT_RATIOS, spec.DEFAULT_ASPECT_RATIO, "Width:height of the images."
+                ),
+                **schema.common_tail_inputs(),
             },
+            "optional": {"tier": schema.tier_input()},
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -124,8 +74,10 @@ class FalGrokImagineImage:
         output_format: str = spec.DEFAULT_OUTPUT_FORMAT,
         sync_mode: bool = False,
         seed: int = 0,
+        tier: str = spec.DEFAULT_TIER,
         unique_id: str | None = None,
     ) -> dict[str, Any]:
         arguments = build_arguments(prompt, num_images, aspect_ratio, resolution, output_format, sync_mode)
-        generation = await generate(spec.TEXT_TO_IMAGE_ENDPOINT, arguments, node_id=unique_id)
+        endpoint = spec.endpoint_for("text-to-image", schema.check_choice("tier", tier, spec.TIERS))
+        generation = await generate_images(endpoint, arguments, node_id=unique_id)
         return node_output(generation)

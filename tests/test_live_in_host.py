@@ -163,9 +163,11 @@ async def pack_routes(fake_fal: FakeFal) -> aiohttp.ClientSession:
 async def test_the_price_table_is_served_from_python(pack_routes: aiohttp.ClientSession) -> None:
     async with pack_routes.get("/grok_imagine/pricing") as response:
         table = await response.json()
-    assert table["nodes"]["FalGrokImagineImage"] == {
-        "count_input": "num_images", "endpoint": "xai/grok-imagine-image", "price_per_image": 0.02,
-    }
+    entry = table["nodes"]["FalGrokImagineImage"]
+    assert (entry["count_input"], entry["tier_input"], entry["max_images_per_request"]) == ("num_images", "tier", 4)
+    assert entry["tiers"]["standard"] == {"endpoint": "xai/grok-imagine-image", "price_per_image": 0.02}
+    assert entry["tiers"]["quality"]["endpoint"] == "xai/grok-imagine-image/quality/text-to-image"
+    assert set(table["nodes"]) == {"FalGrokImagineImage", "FalGrokImagineEdit"}
 
 
 async def test_the_key_status_names_its_source_and_never_returns_the_key(

@@ -57,7 +57,10 @@ def test_text_to_image_inputs_keep_their_names_order_kinds_and_defaults(pack) ->
     required = node.INPUT_TYPES()["required"]
     assert [(name, kind, options["default"]) for name, (kind, options) in required.items()] == TEXT_TO_IMAGE_CONTRACT
     assert required["prompt"][1]["multiline"] is True
-    assert (required["num_images"][1]["min"], required["num_images"][1]["max"]) == (1, 4)
+    assert (required["num_images"][1]["min"], required["num_images"][1]["max"]) == (1, 16)
+    optional = node.INPUT_TYPES()["optional"]
+    assert list(optional) == ["tier"] and optional["tier"][0] == ["standard", "quality"]
+    assert optional["tier"][1]["default"] == "standard"
     assert required["seed"][1]["control_after_generate"] is True
     assert "not sent" in required["seed"][1]["tooltip"].lower()
 
@@ -104,16 +107,19 @@ FROZEN_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.v*.json"))
 
 @pytest.mark.parametrize("workflow_file", FROZEN_WORKFLOWS)
 def test_every_published_workflow_still_builds_the_same_fal_request(pack, workflow_file: str) -> None:
-    builders = {"FalGrokImagineImage": pack_module("nodes.text_to_image").build_arguments}
+    spec = pack_module("nodes.grok_spec")
+    builders = {"FalGrokImagineImage": ("text-to-image", pack_module("nodes.text_to_image").build_arguments)}
     workflow = load_workflow(WORKFLOWS / workflow_file)
     built = {}
     for node in workflow["nodes"]:
         if node["type"] not in builders:
             continue
+        kind, build = builders[node["type"]]
         node_class = pack.NODE_CLASS_MAPPINGS[node["type"]]
         values = widget_inputs(node_info(node_class), node["widgets_values"])
         values.pop("seed", None)
-        built[str(node["id"])] = builders[node["type"]](**values)
+        tier = values.pop("tier", node_class.INPUT_TYPES()["optional"]["tier"][1]["default"])
+        built[str(node["id"])] = {"endpoint": spec.endpoint_for(kind, tier), "arguments": build(**values)}
     assert built == EXPECTED_REQUESTS[workflow_file]
 
 

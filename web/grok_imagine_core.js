@@ -12,18 +12,25 @@ export function formatUsd(amount) {
 }
 
 /**
- * The price label for a node, from its pricing entry (served by Python) and its widget values.
+ * The price label for a node, from its pricing entry (served by Python) and its widget values:
+ * the tier picks the endpoint and its price; every image is billed; above four images the node
+ * sends one request per four.
  * Returns null when the node is not billed by this pack.
  */
 export function priceLabel(entry, widgetValues) {
   if (!entry) return null;
   const count = Math.max(1, Number(widgetValues?.[entry.count_input] ?? 1) || 1);
-  const perImage = entry.price_per_image;
+  const tier = widgetValues?.[entry.tier_input] ?? "standard";
+  const perImage = (entry.tiers?.[tier] ?? entry.tiers?.standard)?.price_per_image;
+  const perRequest = entry.max_images_per_request ?? 4;
+  const requests = Math.ceil(count / perRequest);
+  const images = `${count} image${count === 1 ? "" : "s"}`;
+  const suffix = requests > 1 ? ` · ${requests} requests` : "";
   if (perImage === null || perImage === undefined) {
-    return `${count} image${count === 1 ? "" : "s"} · price unknown`;
+    return `${images} · price unknown${suffix}`;
   }
   if (count === 1) return `${formatUsd(perImage)} per run`;
-  return `${count} × ${formatUsd(perImage)} = ${formatUsd(perImage * count)}`;
+  return `${count} × ${formatUsd(perImage)} = ${formatUsd(perImage * count)}${suffix}`;
 }
 
 /** One sentence about the key status; never more of the key than its last four characters. */

@@ -10,7 +10,15 @@ import {
   showRevisedPrompt,
 } from "../../web/grok_imagine_core.js";
 
-const entry = { count_input: "num_images", price_per_image: 0.02 };
+const entry = {
+  count_input: "num_images",
+  tier_input: "tier",
+  max_images_per_request: 4,
+  tiers: {
+    standard: { endpoint: "xai/grok-imagine-image", price_per_image: 0.02 },
+    quality: { endpoint: "xai/grok-imagine-image/quality/text-to-image", price_per_image: null },
+  },
+};
 
 describe("the price shown on the node before a run", () => {
   it("shows the per-run price for one image", () => {
@@ -19,10 +27,15 @@ describe("the price shown on the node before a run", () => {
   it("multiplies by the number of images that will be billed", () => {
     expect(priceLabel(entry, { num_images: 4 })).toBe("4 × $0.02 = $0.08");
   });
-  it("says so when fal publishes no price", () => {
-    expect(priceLabel({ count_input: "num_images", price_per_image: null }, { num_images: 2 })).toBe(
-      "2 images · price unknown",
-    );
+  it("says how many requests a batch beyond four images takes", () => {
+    expect(priceLabel(entry, { num_images: 10 })).toBe("10 × $0.02 = $0.20 · 3 requests");
+  });
+  it("follows the tier, and says so when fal publishes no price", () => {
+    expect(priceLabel(entry, { num_images: 2, tier: "quality" })).toBe("2 images · price unknown");
+    expect(priceLabel(entry, { num_images: 16, tier: "quality" })).toBe("16 images · price unknown · 4 requests");
+  });
+  it("treats a workflow saved before the tier input existed as standard", () => {
+    expect(priceLabel(entry, { num_images: 2 })).toBe("2 × $0.02 = $0.04");
   });
   it("shows nothing for nodes this pack does not bill", () => {
     expect(priceLabel(undefined, {})).toBeNull();

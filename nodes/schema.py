@@ -1,0 +1,108 @@
+"""Input definitions and checks shared by the Grok Imagine nodes (one definition, used by every node)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..fal_transport.errors import InvalidInputError
+from . import grok_spec as spec
+
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+
+RETURN_TYPES = ("IMAGE", "STRING", "STRING")
+RETURN_NAMES = ("images", "revised_prompt", "image_urls")
+OUTPUT_TOOLTIPS = (
+    "All generated images as one batch.",
+    "The prompt fal actually used (Grok rewrites prompts before generating).",
+    "The fal URLs of the images, one per line; empty in sync mode.",
+)
+
+
+def prompt_input(tooltip: str) -> tuple[str, dict[str, Any]]:
+    return ("STRING", {"multiline": True, "default": "", "tooltip": tooltip})
+
+
+def num_images_input() -> tuple[str, dict[str, Any]]:
+    return ("INT", {
+        "default": 1, "min": 1, "max": spec.MAX_IMAGES_PER_NODE,
+        "tooltip": "How many images to generate; each one is billed. Above 4 the node sends one request per "
+                   "4 images, all at once, and returns one batch in request order.",
+    })
+
+
+def aspect_ratio_input(choices: tuple[str, ...], default: str, tooltip: str) -> tuple[list[str], dict[str, Any]]:
+    return (list(choices), {"default": default, "tooltip": tooltip})
+
+
+def common_tail_inputs() -> dict[str, Any]:
+    """resolution, output_format, sync_mode, seed: in this order on every Grok node."""
+    return {
+        "resolution": (list(spec.RESOLUTIONS), {
+            "default": spec.DEFAULT_RESOLUTION,
+            "tooltip": "1k for standard resolution, 2k for high resolution.",
+        }),
+        "output_format": (list(spec.OUTPUT_FORMATS), {
+            "default": spec.DEFAULT_OUTPUT_FORMAT,
+            "tooltip": "File format fal encodes the images in (jpeg is smallest, png is lossless).",
+        }),
+        "sync_mode": ("BOOLEAN", {
+            "default": False,
+            "tooltip": "On: fal returns the images inline and keeps nothing in its request history "
+                       "(no URLs, nothing to recover later).",
+        }),
+        "seed": ("INT", {
+            "default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+            "tooltip": "Not sent to fal (Grok takes no seed). Changing it makes ComfyUI run the node "
+                       "again instead of reusing the last result.",
+        }),
+    }
+
+
+def tier_input() -> tuple[list[str], dict[str, Any]]:
+    return (list(spec.TIERS), {
+        "default": spec.DEFAULT_TIER,
+        "tooltip": "standard: xAI's fast model. quality: the higher-quality endpoint (quality/...), billed at "
+                   "its own price.",
+    })
+
+
+def check_prompt(prompt: object) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidInputError("The prompt is empty. Type what the image should show into 'prompt'.", field="prompt")
+    return prompt
+
+
+def check_choice(name: str, value: object, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise InvalidInputError(f"'{name}' must be one of {', '.join(allowed)}; got {value!r}.", field=name)
+    return value  # type: ignore[return-value]
+
+
+def check_num_images(num_images: object) -> int:
+    try:
+        count = int(num_images)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        count = 0
+    if not 1 <= count <= spec.MAX_IMAGES_PER_NODE:
+        raise InvalidInputError(
+            f"'num_images' must be 1..{spec.MAX_IMAGES_PER_NODE}, got {num_images!r}.", field="num_images"
+        )
+    return count
+
+
+def common_arguments(
+    prompt: object, num_images: object, aspect_ratio: object, aspect_ratios: tuple[str, ...],
+    resolution: object, output_format: object, sync_mode: object,
+) -> dict[str, Any]:
+    """The fields every Grok endpoint takes, checked; `resolution` only when not the default, so the
+    body stays valid for an endpoint that does not know the field."""
+    arguments: dict[str, Any] = {
+        "prompt": check_prompt(prompt),
+        "num_images": check_num_images(num_images),
+        "aspect_ratio": check_choice("aspect_ratio", aspect_ratio, aspect_ratios),
+        "output_format": check_choice("output_format", output_format, spec.OUTPUT_FORMATS),
+        "sync_mode": bool(sync_mode),
+    }
+    if check_choice("resolution", resolution, spec.RESOLUTIONS) != spec.DEFAULT_RESOLUTION:
+        arguments["resolution"] = resolution
+    return arguments

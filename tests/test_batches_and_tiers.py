@@ -1,0 +1,73 @@
+"""The quality tier, and batches beyond four images (one request per four, all at once)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from comfy_like import pack_module, run_node
+from fake_comfy import InterruptProcessingException, fake_comfy
+from fake_fal import FakeFal, fake_image_size
+
+Node = pack_module("nodes.text_to_image").FalGrokImagineImage
+INPUTS = {"prompt": "a field of tulips", "aspect_ratio": "3:2"}
+
+
+@pytest.mark.parametrize(
+    ("tier", "path"),
+    [("standard", "/xai/grok-imagine-image"), ("quality", "/xai/grok-imagine-image/quality/text-to-image")],
+)
+async def test_the_tier_picks_the_endpoint(fake_fal: FakeFal, tier: str, path: str) -> None:
+    await run_node(Node, **INPUTS, tier=tier)
+    assert fake_fal.submits[0].path == path
+
+
+async def test_a_node_without_the_tier_input_uses_the_standard_endpoint(fake_fal: FakeFal) -> None:
+    await run_node(Node, **INPUTS)  # a workflow saved before the tier input existed
+    assert fake_fal.submits[0].path == "/xai/grok-imagine-image"
+
+
+@pytest.mark.parametrize(("count", "sizes"), [(5, [4, 1]), (10, [4, 4, 2]), (16, [4, 4, 4, 4])])
+async def test_more_than_four_images_are_one_request_per_four_in_one_batch_in_request_order(
+    fake_fal: FakeFal, count: int, sizes: list[int]
+) -> None:
+    images, _, urls = await run_node(Node, **INPUTS, num_images=count)
+    assert tuple(images.shape) == (count, *reversed(fake_image_size("3:2", "1k")), 3)
+    assert sorted(s.json["num_images"] for s in fake_fal.submits) == sorted(sizes)
+    request_order = []
+    for url in urls.splitlines():
+        request_id = url.split("/files/")[1].split("/")[0]
+        if not request_order or request_order[-1] != request_id:
+            request_order.append(request_id)
+    assert [fake_fal.jobs[r].num_images for r in request_order] == sizes
+
+
+async def test_the_requests_of_a_large_batch_are_sent_at_once(fake_fal: FakeFal) -> None:
+    fake_fal.faults.run_time = 0.5
+    await run_node(Node, **INPUTS, num_images=12)
+    last_submit = max(s.time for s in fake_fal.submits)
+    first_result = min(r.time for r in fake_fal.requests_of("result"))
+    assert len(fake_fal.submits) == 3 and last_submit < first_result
+
+
+async def test_cancel_stops_every_request_of_a_large_batch_at_fal(fake_fal: FakeFal, tmp_path: Path) -> None:
+    fake_fal.faults.never_complete = True
+    with fake_comfy(tmp_path) as host:
+        task = asyncio.ensure_future(run_node(Node, **INPUTS, num_images=9, unique_id="4"))
+        while len(fake_fal.submits) < 3:
+            await asyncio.sleep(0.02)
+        host.interrupted = True
+        with pytest.raises(InterruptProcessingException):
+            await task
+        assert any(text.startswith("[3/3] ") for _, text in host.progress_texts)
+    assert sorted(fake_fal.cancels) == sorted(s.request_id for s in fake_fal.submits)
+
+
+async def test_one_failing_request_of_a_batch_stops_the_others_at_fal(fake_fal: FakeFal) -> None:
+    errors = pack_module("fal_transport.errors")
+    fake_fal.faults.submit_status = [400, 400]  # two of the three submits are refused
+    fake_fal.faults.run_time = 5
+    with pytest.raises(errors.FalError):
+        await run_node(Node, **INPUTS, num_images=12)
+    assert len(fake_fal.submits) == 1 and fake_fal.cancels == [fake_fal.submits[0].request_id]
