@@ -42,8 +42,9 @@ def main() -> None:
         sys.exit("set COMFYUI_DIR to a ComfyUI checkout with its venv beside it")
     with FakeFal(accepted_keys={TEST_KEY}, queue_time=1.5, run_time=5.0) as fal, \
             tempfile.TemporaryDirectory() as base:
-        comfy = start_comfy(*paths, Path(base), {"FAL_KEY": TEST_KEY, "FAL_QUEUE_BASE_URL": fal.url,
-                                                  "GROK_IMAGINE_STATE_DIR": str(Path(base) / "state")})
+        env = {"FAL_KEY": TEST_KEY, "FAL_QUEUE_BASE_URL": fal.url, "FAL_REST_BASE_URL": fal.url,
+               "GROK_IMAGINE_STATE_DIR": str(Path(base) / "state")}
+        comfy = start_comfy(*paths, Path(base), env)
         try:
             comfy.post("/settings/Comfy.TutorialCompleted", True)
             with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:

@@ -306,6 +306,8 @@ async def generate(
     expected = arguments.get("num_images")
     handle = await _resume(queue, journal, reporter, endpoint, inputs_fingerprint)
     submitted_at = time.monotonic()
+    if handle is None and host.interrupted():  # Cancel pressed before anything was paid for
+        raise host.interruption(RequestCancelledError("Cancelled by the user before the request was sent."))
     if handle is None:
         sync_mode = bool(arguments.get("sync_mode"))
         try:

@@ -65,6 +65,19 @@ def test_text_to_image_inputs_keep_their_names_order_kinds_and_defaults(pack) ->
     assert "not sent" in required["seed"][1]["tooltip"].lower()
 
 
+def test_edit_node_inputs_and_outputs_keep_their_contract(pack) -> None:
+    node = pack.NODE_CLASS_MAPPINGS["FalGrokImagineEdit"]
+    types = node.INPUT_TYPES()
+    assert list(types["required"]) == ["image", "prompt", "num_images", "aspect_ratio", "resolution",
+                                       "output_format", "sync_mode", "seed"]
+    assert list(types["optional"]) == ["image_2", "image_3", "tier"]
+    ratios, options = types["required"]["aspect_ratio"]
+    assert ratios[0] == "auto" and options["default"] == "auto"
+    assert ratios[1:] == TEXT_TO_IMAGE_CONTRACT[2][1]
+    assert node.RETURN_NAMES == ("images", "revised_prompt", "image_urls")
+    assert pack.NODE_DISPLAY_NAME_MAPPINGS["FalGrokImagineEdit"] == "Grok Imagine Edit (fal)"
+
+
 def test_result_node_inputs_and_outputs_keep_their_contract(pack) -> None:
     node = pack.NODE_CLASS_MAPPINGS["FalGrokImagineResult"]
     required = node.INPUT_TYPES()["required"]
@@ -81,7 +94,7 @@ def test_text_to_image_outputs_keep_their_order(pack) -> None:
     assert node.CATEGORY == "fal/Grok Imagine"
 
 
-@pytest.mark.parametrize("node_id", ["FalGrokImagineImage", "FalGrokImagineResult"])
+@pytest.mark.parametrize("node_id", ["FalGrokImagineImage", "FalGrokImagineEdit", "FalGrokImagineResult"])
 def test_every_input_and_output_has_a_tooltip_and_the_node_a_description(pack, node_id: str) -> None:
     node = pack.NODE_CLASS_MAPPINGS[node_id]
     types = node.INPUT_TYPES()
@@ -108,7 +121,8 @@ FROZEN_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.v*.json"))
 @pytest.mark.parametrize("workflow_file", FROZEN_WORKFLOWS)
 def test_every_published_workflow_still_builds_the_same_fal_request(pack, workflow_file: str) -> None:
     spec = pack_module("nodes.grok_spec")
-    builders = {"FalGrokImagineImage": ("text-to-image", pack_module("nodes.text_to_image").build_arguments)}
+    builders = {"FalGrokImagineImage": ("text-to-image", pack_module("nodes.text_to_image").build_arguments),
+                "FalGrokImagineEdit": ("edit", pack_module("nodes.edit").build_arguments)}
     workflow = load_workflow(WORKFLOWS / workflow_file)
     built = {}
     for node in workflow["nodes"]:
@@ -131,8 +145,10 @@ def test_every_example_workflow_uses_registered_nodes_with_complete_widgets(pack
             node_class = pack.NODE_CLASS_MAPPINGS[node["type"]]
             info = node_info(node_class)
             values = widget_inputs(info, node["widgets_values"])
-            assert list(values) == [n for n in info["input_order"]["required"]], example
-            prompt = to_api_prompt({"nodes": [node], "links": []}, {node["type"]: info})
+            widget_names = [n for section in ("required", "optional") for n in info["input_order"][section]
+                            if n not in ("image", "image_2", "image_3")]
+            assert list(values) == widget_names[: len(values)] and len(values) >= 7, example
+            prompt = to_api_prompt({"nodes": [node], "links": workflow["links"]}, {node["type"]: info})
             assert prompt[str(node["id"])]["class_type"] == node["type"]
     assert (ROOT / "example_workflows" / example).with_suffix(".json").exists()
 

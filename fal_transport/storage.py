@@ -1,0 +1,108 @@
+"""Uploads to fal's storage, the way fal's own clients send files: a CDN token, then the upload.
+
+    POST {FAL_REST_BASE_URL}/storage/auth/token?storage_type=fal-cdn-v3   (Authorization: Key ...)
+         -> {"token", "token_type", "base_url", "expires_at"}
+    POST {base_url}/files/upload   (Authorization: <token_type> <token>, raw bytes)
+         -> {"access_url": ...}
+
+The key goes only to fal's REST API for the token; the upload itself carries the short-lived token.
+Tokens are reused until shortly before they expire, and a file already uploaded in the last hour is
+not uploaded again (by content hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from . import config
+from .credentials import FalCredentials
+from .errors import FalError
+from .http import Deadline, send
+from .queue import error_from_response
+
+TOKEN_MARGIN_S = 60.0
+UPLOAD_CACHE_S = 3600.0
+
+
+class UploadError(FalError):
+    """A file could not be uploaded to fal's storage."""
+
+
+@dataclass
+class _CdnToken:
+    token: str = field(repr=False)
+    token_type: str
+    base_url: str
+    valid_until: float  # monotonic
+
+
+_tokens: dict[str, _CdnToken] = {}  # by a hash of the key, never the key
+_uploads: dict[str, tuple[str, float]] = {}  # content sha256 -> (access url, monotonic time)
+
+
+def _key_id(credentials: FalCredentials) -> str:
+    return hashlib.sha256(credentials.key.encode("utf-8")).hexdigest()
+
+
+async def _token(credentials: FalCredentials) -> _CdnToken:
+    cached = _tokens.get(_key_id(credentials))
+    if cached is not None and cached.valid_until > time.monotonic():
+        return cached
+    response = await send(
+        "POST",
+        f"{config.rest_base_url()}/storage/auth/token",
+        what="getting a fal storage token",
+        deadline=Deadline(30.0),
+        headers={"Authorization": credentials.authorization, "Accept": "application/json"},
+        params={"storage_type": "fal-cdn-v3"},
+        json={},
+    )
+    if response.status_code >= 400:
+        raise error_from_response(response, what="getting a fal storage token", credentials=credentials)
+    try:
+        data = response.json()
+        expires = datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=timezone.utc)
+        lifetime = (expires - datetime.now(timezone.utc)).total_seconds()
+        token = _CdnToken(str(data["token"]), str(data["token_type"]), str(data["base_url"]).rstrip("/"),
+                          time.monotonic() + max(0.0, lifetime - TOKEN_MARGIN_S))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UploadError("fal's storage answered with a token this pack cannot read.") from exc
+    _tokens[_key_id(credentials)] = token
+    return token
+
+
+async def upload(credentials: FalCredentials, data: bytes, *, content_type: str, file_name: str) -> str:
+    """The fal URL of `data`, uploaded now or in the last hour."""
+    digest = hashlib.sha256(data).hexdigest()
+    cached = _uploads.get(digest)
+    if cached is not None and time.monotonic() - cached[1] < UPLOAD_CACHE_S:
+        return cached[0]
+    for attempt in (1, 2):
+        token = await _token(credentials)
+        response = await send(
+            "POST",
+            f"{token.base_url}/files/upload",
+            what="uploading an image to fal's storage",
+            deadline=Deadline(120.0),
+            headers={"Authorization": f"{token.token_type} {token.token}", "Content-Type": content_type,
+                     "X-Fal-File-Name": file_name},
+            content=data,
+        )
+        if response.status_code in (401, 403) and attempt == 1:
+            _tokens.pop(_key_id(credentials), None)  # an expired token: get a new one once
+            continue
+        break
+    if response.status_code >= 400:
+        error = error_from_response(response, what="uploading an image", credentials=credentials)
+        raise UploadError(f"Could not upload an image to fal's storage: {error}")
+    try:
+        url = str(response.json()["access_url"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UploadError("fal's storage accepted an upload but its answer could not be read.") from exc
+    _uploads[digest] = (url, time.monotonic())
+    return url
