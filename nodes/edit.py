@@ -25,7 +25,7 @@ def build_arguments(
                                    output_format, sync_mode)
 
 
-class FalGrokImagineEdit:
+class FalGrokImagineEdit(schema.GrokImagesNode):
     """Edit images (one to three references) from a prompt with Grok Imagine on fal.ai."""
 
     DESCRIPTION = (
@@ -34,11 +34,7 @@ class FalGrokImagineEdit:
         "image_2 and image_3 when connected) are the references; they are uploaded to fal's storage. Needs a fal "
         "API key (FAL_KEY or Settings > Grok Imagine (fal)); fal bills each generated image."
     )
-    CATEGORY = "fal/Grok Imagine"
     FUNCTION = "edit"
-    RETURN_TYPES = schema.RETURN_TYPES
-    RETURN_NAMES = schema.RETURN_NAMES
-    OUTPUT_TOOLTIPS = schema.OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:

@@ -214,8 +214,9 @@ async def follow(
             if cancel_on_stop:
                 mark(request_id, "cancelled")
             raise
-        if not (final.error or final.error_type):
-            mark(request_id, "completed")
+        # A request that ended with an error at fal (its own error, a content-policy refusal, a cancel) is
+        # finished for good: never collect it again.
+        mark(request_id, "failed" if final.error or final.error_type else "completed")
         try:
             generation = await until_interrupted(
                 collect(queue, handle, reporter, limits, final, expected), request_id
@@ -357,10 +358,14 @@ async def _resume(
         return None
     handle = queue.handle_for(endpoint, entry.request_id)
     try:
-        await queue.status(handle, Deadline(15.0))
+        status = await queue.status(handle, Deadline(15.0))
     except FalError as exc:
         log.info("[Grok Imagine] journalled request %s is no longer available at fal (%s)", entry.request_id, exc)
         journal.mark(entry.request_id, "lost")
+        journal.release(entry.request_id)
+        return None
+    if status.error or status.error_type:  # it ended with an error (or was cancelled): nothing to collect
+        journal.mark(entry.request_id, "failed")
         journal.release(entry.request_id)
         return None
     reporter.following(handle, "Collecting an earlier unfinished request with the same inputs")

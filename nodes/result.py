@@ -7,6 +7,7 @@ from typing import Any
 
 from ..fal_transport.errors import InvalidInputError
 from . import grok_spec as spec
+from . import schema
 from .generation import recover
 from .text_to_image import node_output
 
@@ -24,7 +25,7 @@ def clean_request_id(request_id: str) -> str:
     return cleaned
 
 
-class FalGrokImagineResult:
+class FalGrokImagineResult(schema.GrokImagesNode):
     """Load the images of an earlier Grok Imagine request from fal by its request id."""
 
     DESCRIPTION = (
@@ -33,10 +34,7 @@ class FalGrokImagineResult:
         "down the graph. fal keeps a result for about an hour after it completes; sync-mode requests are never "
         "kept."
     )
-    CATEGORY = "fal/Grok Imagine"
     FUNCTION = "load"
-    RETURN_TYPES = ("IMAGE", "STRING", "STRING")
-    RETURN_NAMES = ("images", "revised_prompt", "image_urls")
     OUTPUT_TOOLTIPS = (
         "The request's images as one batch.",
         "The prompt fal actually used for that request.",

@@ -18,6 +18,15 @@ OUTPUT_TOOLTIPS = (
 )
 
 
+class GrokImagesNode:
+    """What every Grok Imagine node shares: its category and its outputs (a public contract)."""
+
+    CATEGORY = "fal/Grok Imagine"
+    RETURN_TYPES = RETURN_TYPES
+    RETURN_NAMES = RETURN_NAMES
+    OUTPUT_TOOLTIPS = OUTPUT_TOOLTIPS
+
+
 def prompt_input(tooltip: str) -> tuple[str, dict[str, Any]]:
     return ("STRING", {"multiline": True, "default": "", "tooltip": tooltip})
 

@@ -34,7 +34,7 @@ def node_output(generation: Generation) -> dict[str, Any]:
     }
 
 
-class FalGrokImagineImage:
+class FalGrokImagineImage(schema.GrokImagesNode):
     """Text to image with Grok Imagine on fal.ai."""
 
     DESCRIPTION = (
@@ -42,11 +42,7 @@ class FalGrokImagineImage:
         "quality tier). Needs a fal API key (FAL_KEY or Settings > Grok Imagine (fal)). fal bills each generated "
         "image ($0.02 per image on the standard tier at the time of writing)."
     )
-    CATEGORY = "fal/Grok Imagine"
     FUNCTION = "generate"
-    RETURN_TYPES = schema.RETURN_TYPES
-    RETURN_NAMES = schema.RETURN_NAMES
-    OUTPUT_TOOLTIPS = schema.OUTPUT_TOOLTIPS
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:

@@ -181,3 +181,12 @@ def test_journal_records_are_one_json_object_per_line(tmp_path: Path) -> None:
     lines = (tmp_path / "requests.jsonl").read_text().splitlines()
     assert [json.loads(line)["request_id"] for line in lines] == ["r1", "r1"]
     assert j.entries()["r1"].state == "collected"
+
+
+async def test_a_journalled_request_that_ended_with_an_error_at_fal_is_not_resumed(fake_fal: FakeFal) -> None:
+    request_id = await submit_and_stop(fal_arguments())
+    queue = queue_module.FalQueue(credentials_module.resolve_credentials())
+    await queue.cancel(queue.handle_for(ENDPOINT, request_id))  # e.g. cancelled from fal's dashboard
+    images, _, _ = await run_node(Node, **INPUTS)
+    assert images.shape[0] == 2 and len(fake_fal.submits) == 2
+    assert journal().entries()[request_id].state == "failed"
