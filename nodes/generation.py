@@ -30,8 +30,7 @@ from ..fal_transport.errors import (
 from ..fal_transport.http import Deadline
 from ..fal_transport.journal import Journal, fingerprint
 from ..fal_transport.queue import TICK_S, FalQueue, QueueStatus, RequestHandle
-from ..image_io.batch import FetchedImage, load_images
-from ..image_io.decode import to_image_batch
+from ..image_io.batch import BatchBuilder, FetchedImage, fetch_images
 from . import grok_spec as spec
 from . import host
 
@@ -44,14 +43,40 @@ _BAR_QUEUED, _BAR_RUNNING, _BAR_DOWNLOADING = 5, 15, 80
 
 
 @dataclass
+class Collected:
+    """What one request produced: the fetched (decoded) files, before they become one tensor."""
+
+    files: list[FetchedImage]
+    revised_prompt: str
+    image_urls: list[str]
+    request_id: str
+
+
+@dataclass
 class Generation:
-    """What one request produced."""
+    """What a node produced: all its requests' images as one IMAGE batch."""
 
     images: torch.Tensor
     revised_prompt: str
     image_urls: list[str]
     request_id: str
     files: list[FetchedImage]
+
+
+Placement = tuple[BatchBuilder, int]  # the node's batch being built, and this request's first slot in it
+
+
+async def assemble(parts: list[Collected], builder: BatchBuilder) -> Generation:
+    """One batch of every part's images, in request order, built once (no intermediate copies)."""
+    files = [f for part in parts for f in part.files]
+    images = await asyncio.to_thread(builder.finish, [f.array for f in files])
+    return Generation(
+        images=images,
+        revised_prompt=parts[0].revised_prompt,
+        image_urls=[url for part in parts for url in part.image_urls],
+        request_id=",".join(part.request_id for part in parts),
+        files=files,
+    )
 
 
 @dataclass
@@ -163,21 +188,23 @@ async def collect(
     limits: Limits,
     final: QueueStatus | None,
     expected: int | None = None,
-) -> Generation:
-    """Fetch a completed request's result and images."""
+    placement: Placement | None = None,
+) -> Collected:
+    """Fetch a completed request's result and images (downloaded and decoded concurrently)."""
     result = await queue.result(handle, final)
     urls = image_urls_of(result, handle.request_id, expected)
     reporter.downloading(len(urls))
-    loaded = await load_images(urls, timeout_s=limits.download_timeout, request_id=handle.request_id)
+    builder, first_slot = placement or (None, 0)
+    files = await fetch_images(urls, timeout_s=limits.download_timeout, request_id=handle.request_id,
+                               builder=builder, first_slot=first_slot)
     revised = result.get("revised_prompt")
     revised = revised if isinstance(revised, str) else ""
-    reporter.finished(loaded.images.shape[0], revised)
-    return Generation(
-        images=loaded.images,
+    reporter.finished(len(files), revised)
+    return Collected(
+        files=files,
         revised_prompt=revised,
         image_urls=[url for url in urls if not url.startswith("data:")],
         request_id=handle.request_id,
-        files=loaded.files,
     )
 
 
@@ -191,7 +218,8 @@ async def follow(
     journal: Journal | None = None,
     expected: int | None = None,
     cancel_on_stop: bool = True,
-) -> Generation:
+    placement: Placement | None = None,
+) -> Collected:
     """Wait for a submitted request, then collect it; keeps the journal's state of it current.
 
     A request that completed at fal but whose images did not arrive stays `completed` in the journal,
@@ -218,14 +246,14 @@ async def follow(
         # finished for good: never collect it again.
         mark(request_id, "failed" if final.error or final.error_type else "completed")
         try:
-            generation = await until_interrupted(
-                collect(queue, handle, reporter, limits, final, expected), request_id
+            collected = await until_interrupted(
+                collect(queue, handle, reporter, limits, final, expected, placement), request_id
             )
         except (JobFailedError, ContentPolicyError):
             mark(request_id, "failed")
             raise
         mark(request_id, "collected")
-        return generation
+        return collected
     except RequestCancelledError as exc:
         log.info("[Grok Imagine] fal request %s: stopped by the user", request_id)
         raise host.interruption(exc) from exc
@@ -242,8 +270,10 @@ async def generate_images(
     in request order. `identity` replaces `arguments` in the journal fingerprint (e.g. reference images
     by content hash instead of by upload URL)."""
     sizes = spec.request_sizes(int(arguments["num_images"]))
+    builder = BatchBuilder(sum(sizes))
     if len(sizes) == 1:
-        return await generate(endpoint, arguments, node_id=node_id, identity=identity)
+        collected = await generate(endpoint, arguments, node_id=node_id, identity=identity, placement=(builder, 0))
+        return await assemble([collected], builder)
     resolve_credentials(config.key_file())  # a missing key is refused before any request
     parts = [
         generate(
@@ -253,17 +283,11 @@ async def generate_images(
             identity={**(identity or arguments), "num_images": size, "part": [index, len(sizes)]},
             label=f"[{index + 1}/{len(sizes)}] ",
             with_bar=index == 0,
+            placement=(builder, sum(sizes[:index])),
         )
         for index, size in enumerate(sizes)
     ]
-    generations = await _all_or_none(parts)
-    return Generation(
-        images=_concat([g.images for g in generations], [f for g in generations for f in g.files]),
-        revised_prompt=generations[0].revised_prompt,
-        image_urls=[url for g in generations for url in g.image_urls],
-        request_id=",".join(g.request_id for g in generations),
-        files=[f for g in generations for f in g.files],
-    )
+    return await assemble(await _all_or_none(parts), builder)
 
 
 async def _all_or_none(work: list[Awaitable[T]]) -> list[T]:
@@ -278,12 +302,6 @@ async def _all_or_none(work: list[Awaitable[T]]) -> list[T]:
         raise
 
 
-def _concat(batches: list[torch.Tensor], files: list[FetchedImage]) -> torch.Tensor:
-    if all(b.shape[1:] == batches[0].shape[1:] for b in batches):
-        return torch.cat(batches)
-    return to_image_batch([f.array for f in files])  # different sizes: fitted to the first image
-
-
 async def generate(
     endpoint: str,
     arguments: dict[str, Any],
@@ -292,7 +310,8 @@ async def generate(
     identity: dict[str, Any] | None = None,
     label: str = "",
     with_bar: bool = True,
-) -> Generation:
+    placement: Placement | None = None,
+) -> Collected:
     """Run one request at fal from submit to decoded images, or collect an unfinished earlier one.
 
     Before submitting, the journal is asked for a request with the same inputs that an earlier run
@@ -322,7 +341,7 @@ async def generate(
         reporter.submitted(handle)
     try:
         return await follow(queue, handle, reporter, limits, submitted_at=submitted_at, journal=journal,
-                            expected=expected if isinstance(expected, int) else None)
+                            expected=expected if isinstance(expected, int) else None, placement=placement)
     finally:
         journal.release(handle.request_id)
 
@@ -353,7 +372,7 @@ async def _resume(
     queue: FalQueue, journal: Journal, reporter: ProgressReporter, endpoint: str, inputs_fingerprint: str
 ) -> RequestHandle | None:
     """The handle of a journalled unfinished request with the same inputs that fal still knows, if any."""
-    entry = journal.claim_resumable(endpoint, inputs_fingerprint)
+    entry = await asyncio.to_thread(journal.claim_resumable, endpoint, inputs_fingerprint)
     if entry is None:
         return None
     handle = queue.handle_for(endpoint, entry.request_id)
@@ -382,5 +401,7 @@ async def recover(endpoint: str, request_id: str, *, node_id: str | None = None)
     handle = queue.handle_for(endpoint, request_id)
     reporter.following(handle, "Loading a finished request from fal")
     journal_entry = journal.entries().get(request_id)
-    return await follow(queue, handle, reporter, limits, submitted_at=time.monotonic(),
-                        journal=journal if journal_entry is not None else None, cancel_on_stop=False)
+    builder = BatchBuilder(0)  # the count is unknown until fal answers: built from the arrays at the end
+    collected = await follow(queue, handle, reporter, limits, submitted_at=time.monotonic(),
+                             journal=journal if journal_entry is not None else None, cancel_on_stop=False)
+    return await assemble([collected], builder)
