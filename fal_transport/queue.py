@@ -333,15 +333,14 @@ class FalQueue:
         `cancel_on_stop` is False: a request recovered by id is only watched, never cancelled).
         """
         cancel_at_fal = self.cancel if cancel_on_stop else _not_cancelled
-        cancel_sent = False
+        sending: asyncio.Future[bool] | None = None
 
         async def cancel(request: RequestHandle) -> bool:
             """At most one cancel per request, and one that a task cancellation cannot cut short."""
-            nonlocal cancel_sent
-            if cancel_sent:
-                return False
-            cancel_sent = True
-            return await asyncio.shield(cancel_at_fal(request))
+            nonlocal sending
+            if sending is None:
+                sending = asyncio.ensure_future(cancel_at_fal(request))
+            return await _complete(sending)
 
         sink: asyncio.Queue[QueueStatus | BaseException] = asyncio.Queue()
         watcher = asyncio.create_task(self._watch(handle, sink))
@@ -464,6 +463,20 @@ class FalQueue:
 
 async def _not_cancelled(handle: RequestHandle) -> bool:
     return False
+
+
+async def _complete(work: asyncio.Future[bool]) -> bool:
+    """Await `work` to its end even if the awaiting task is cancelled meanwhile (the cancellation is
+    passed on afterwards): a cancel for fal must leave before the event loop may close."""
+    cancelled = False
+    while not work.done():
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return work.result()
 
 
 class _StreamUnavailable(Exception):

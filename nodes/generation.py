@@ -7,6 +7,7 @@ stops the wait within a tick and cancels the request at fal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -355,11 +356,8 @@ async def _submit_even_if_cancelled(
     try:
         return await asyncio.shield(submit)
     except asyncio.CancelledError:
-        try:
+        with contextlib.suppress(FalError, asyncio.TimeoutError):
             handle = await asyncio.wait_for(submit, timeout=60.0)
-        except (FalError, asyncio.TimeoutError):
-            raise
-        else:
             journal.record_submitted(handle.request_id, endpoint, inputs_fingerprint,
                                      sync_mode=bool(arguments.get("sync_mode")))
             journal.release(handle.request_id)
@@ -381,10 +379,14 @@ async def _resume(
     except FalError as exc:
         log.info("[Grok Imagine] journalled request %s is no longer available at fal (%s)", entry.request_id, exc)
         journal.mark(entry.request_id, "lost")
+        status = None
+    except BaseException:
         journal.release(entry.request_id)
-        return None
-    if status.error or status.error_type:  # it ended with an error (or was cancelled): nothing to collect
-        journal.mark(entry.request_id, "failed")
+        raise
+    if status is not None and (status.error or status.error_type):
+        journal.mark(entry.request_id, "failed")  # it ended with an error (or was cancelled): nothing to collect
+        status = None
+    if status is None:
         journal.release(entry.request_id)
         return None
     reporter.following(handle, "Collecting an earlier unfinished request with the same inputs")
