@@ -166,6 +166,15 @@ def test_an_interrupt_cancels_the_request_at_fal_and_ends_the_prompt_interrupted
     assert "execution_interrupted" in messages and "execution_error" not in messages
 
 
+def test_the_key_status_and_price_routes_answer_inside_comfyui_without_the_key(comfy: ComfyServer) -> None:
+    for prefix in ("", "/api"):  # ComfyUI serves custom routes under both
+        status = comfy.get(f"{prefix}/grok_imagine/key")
+        assert status["configured"] is True and "FAL_KEY" in status["source"]
+        assert TEST_KEY[:-4] not in json.dumps(status)
+        pricing = comfy.get(f"{prefix}/grok_imagine/pricing")
+        assert set(pricing["nodes"]) == {"FalGrokImagineImage", "FalGrokImagineEdit"}
+
+
 def test_the_result_node_reloads_a_request_by_id_inside_comfyui(comfy: ComfyServer, fal: FakeFal) -> None:
     entry, _ = comfy.run(bust_cache(grok_prompt(1)))
     assert entry["status"]["status_str"] == "success"
