@@ -27,11 +27,6 @@ class ImageDecodeError(ResultError):
     """Bytes that should be an image are not one (or not one this pack will load)."""
 
 
-def decode_rgb(data: bytes, *, index: int = 0, request_id: str | None = None) -> np.ndarray:
-    """One image's bytes as an RGB uint8 array [H, W, 3], EXIF orientation applied."""
-    return decode_image(data, index=index, request_id=request_id)[0]
-
-
 def decode_image(data: bytes, *, index: int = 0, request_id: str | None = None) -> tuple[np.ndarray, str]:
     """(RGB uint8 array [H, W, 3] with EXIF orientation applied, Pillow's name of the file format)."""
     label = f"Result image {index + 1}"

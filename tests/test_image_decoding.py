@@ -23,14 +23,14 @@ def test_exif_orientation_is_applied_so_portraits_stand_upright() -> None:
     landscape = Image.new("RGB", (64, 32), (200, 10, 10))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
-    array = decode.decode_rgb(encoded(landscape, "JPEG", exif=exif))
+    array = decode.decode_image(encoded(landscape, "JPEG", exif=exif))[0]
     assert array.shape == (64, 32, 3)
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "L", "P", "CMYK"])
 def test_any_colour_mode_becomes_three_channel_rgb(mode: str) -> None:
     fmt = "JPEG" if mode == "CMYK" else "PNG"
-    array = decode.decode_rgb(encoded(Image.new(mode, (16, 8)), fmt))
+    array = decode.decode_image(encoded(Image.new(mode, (16, 8)), fmt))[0]
     assert array.shape == (8, 16, 3) and array.dtype == np.uint8
 
 
@@ -54,13 +54,13 @@ def test_images_of_another_size_are_fitted_to_the_first_without_distortion() -> 
 def test_a_decompression_bomb_is_refused_before_decoding() -> None:
     bomb = encoded(Image.new("1", (10_000, 10_000)))
     with pytest.raises(decode.ImageDecodeError, match="MP limit"):
-        decode.decode_rgb(bomb, request_id="req-1")
+        decode.decode_image(bomb, request_id="req-1")
 
 
 @pytest.mark.parametrize("data", [b"<html>not an image</html>", b"\xff\xd8\xff\xe0" + b"\x00" * 40])
 def test_bytes_that_are_no_image_give_a_clear_error_naming_the_request(data: bytes) -> None:
     with pytest.raises(decode.ImageDecodeError) as caught:
-        decode.decode_rgb(data, index=1, request_id="req-42")
+        decode.decode_image(data, index=1, request_id="req-42")
     assert "Result image 2" in str(caught.value) and "req-42" in str(caught.value)
 
 
