@@ -389,19 +389,19 @@ class FalQueue:
             raise RequestCancelledError("Cancelled by the user; fal was asked to stop.", request_id=handle.request_id)
         elapsed = time.monotonic() - submitted_at
         if not running and elapsed > limits.queue_timeout:
-            await cancel(handle)
+            outcome = "was cancelled at fal" if await cancel(handle) else "was given up"
             raise FalTimeoutError(
                 f"The request waited in fal's queue longer than {limits.queue_timeout:g} s "
-                f"({config.QUEUE_TIMEOUT_ENV}) and was cancelled. fal is busy: queue again later, or raise "
+                f"({config.QUEUE_TIMEOUT_ENV}) and {outcome}. fal is busy: queue again later, or raise "
                 f"{config.QUEUE_TIMEOUT_ENV}.",
                 limit_name=config.QUEUE_TIMEOUT_ENV,
                 request_id=handle.request_id,
             )
         if elapsed > limits.total_timeout:
-            await cancel(handle)
+            outcome = "was cancelled at fal" if await cancel(handle) else "was given up"
             raise FalTimeoutError(
                 f"The request took longer than {limits.total_timeout:g} s ({config.TOTAL_TIMEOUT_ENV}) and "
-                f"was cancelled. Queue again, or raise {config.TOTAL_TIMEOUT_ENV}.",
+                f"{outcome}. Queue again, or raise {config.TOTAL_TIMEOUT_ENV}.",
                 limit_name=config.TOTAL_TIMEOUT_ENV,
                 request_id=handle.request_id,
             )

@@ -76,9 +76,11 @@ async def _token(credentials: FalCredentials) -> _CdnToken:
     return token
 
 
-async def upload(credentials: FalCredentials, data: bytes, *, content_type: str, file_name: str) -> str:
-    """The fal URL of `data`, uploaded now or in the last hour."""
-    digest = hashlib.sha256(data).hexdigest()
+async def upload(
+    credentials: FalCredentials, data: bytes, *, content_type: str, file_name: str, sha256: str | None = None
+) -> str:
+    """The fal URL of `data`, uploaded now or in the last hour (`sha256`: its hex digest, if known)."""
+    digest = sha256 or hashlib.sha256(data).hexdigest()
     cached = _uploads.get(digest)
     if cached is not None and time.monotonic() - cached[1] < UPLOAD_CACHE_S:
         return cached[0]

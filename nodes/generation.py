@@ -32,6 +32,7 @@ from ..fal_transport.http import Deadline
 from ..fal_transport.journal import Journal, fingerprint
 from ..fal_transport.queue import TICK_S, FalQueue, QueueStatus, RequestHandle
 from ..image_io.batch import BatchBuilder, FetchedImage, fetch_images
+from ..image_io.decode import to_image_batch
 from . import grok_spec as spec
 from . import host
 
@@ -67,10 +68,12 @@ class Generation:
 Placement = tuple[BatchBuilder, int]  # the node's batch being built, and this request's first slot in it
 
 
-async def assemble(parts: list[Collected], builder: BatchBuilder) -> Generation:
-    """One batch of every part's images, in request order, built once (no intermediate copies)."""
+async def assemble(parts: list[Collected], builder: BatchBuilder | None = None) -> Generation:
+    """One batch of every part's images, in request order, built once (no intermediate copies): the
+    `builder`'s batch filled while the images arrived, or a new one."""
     files = [f for part in parts for f in part.files]
-    images = await asyncio.to_thread(builder.finish, [f.array for f in files])
+    finish = builder.finish if builder is not None else to_image_batch
+    images = await asyncio.to_thread(finish, [f.array for f in files])
     return Generation(
         images=images,
         revised_prompt=parts[0].revised_prompt,
@@ -403,7 +406,6 @@ async def recover(endpoint: str, request_id: str, *, node_id: str | None = None)
     handle = queue.handle_for(endpoint, request_id)
     reporter.following(handle, "Loading a finished request from fal")
     journal_entry = journal.entries().get(request_id)
-    builder = BatchBuilder(0)  # the count is unknown until fal answers: built from the arrays at the end
     collected = await follow(queue, handle, reporter, limits, submitted_at=time.monotonic(),
                              journal=journal if journal_entry is not None else None, cancel_on_stop=False)
-    return await assemble([collected], builder)
+    return await assemble([collected])

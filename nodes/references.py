@@ -73,7 +73,7 @@ async def reference_url(credentials: FalCredentials, reference: Reference, index
     """A URL fal can read the reference from: an upload, or (if that fails and it is small) a data URI."""
     try:
         return await upload(credentials, reference.png, content_type="image/png",
-                            file_name=f"reference_{index + 1}.png")
+                            file_name=f"reference_{index + 1}.png", sha256=reference.sha256)
     except AuthenticationError:
         raise
     except FalError as exc:
