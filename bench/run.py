@@ -33,20 +33,25 @@ Figures
    target. Also the peak memory of each whole node relative to its output tensor (fresh
    processes, ``--_memprobe fanout-N``, with a fake fal of their own). Skipped while the node
    takes at most 4 images.
-5. Decode to tensor: the node's path (every image decoded at once on worker threads and converted
-   into its slot of the batch on the same thread, as ``fetch_images`` does) relative to plain Pillow (``Image.open`` ->
-   ``convert("RGB")`` -> ``numpy.asarray``, one image after the other) on the same bytes, for 4
-   images at 1k and 2k, jpeg and png; the pack's time is split into its two steps, and two
-   references show what merely allocating and writing a new float32 batch of that size costs
-   (``torch.empty`` and ``numpy.empty``). Target: within 1.3x.
+5. Decode to tensor: the node's path (every image decoded at once on worker threads and written
+   into its slot of the batch on the same thread, strip by strip, as ``fetch_images`` does) relative
+   to plain Pillow (``Image.open`` -> ``convert("RGB")`` -> ``numpy.asarray``, one image after the
+   other) on the same bytes, for 4 images at 1k and 2k, jpeg and png. Two variants of the pack:
+   prepared (``BatchBuilder.prepare`` ran first, as when the node knows the image size while fal
+   generates: xAI's documented size, the size the same settings gave before, or the size fal's
+   result states; what it took is shown apart) and cold (the batch allocated when the first image
+   is decoded: an edit with aspect ratio auto whose size nothing told ahead). The verdict is on
+   prepared, the node's usual path; cold has no target (see the README for why). A reference
+   shows what merely allocating and writing a new float32 batch of that size costs
+   (``torch.empty`` + fill). Target: within 1.3x.
    Peak memory of that path relative to the output tensor (B*H*W*3*4 bytes), each config in a
    fresh subprocess (``--_memprobe CONFIG``): VmHWM from /proc/self/status after the decode minus
    a baseline taken after imports and a warm-up with a tiny image. Where the kernel allows it, the
    high-water mark is first reset (``5`` written to /proc/self/clear_refs), so the baseline is the
    resident size just before the decode; otherwise it is VmHWM after the warm-up and the figure is
    a lower bound (marked "masked" when the decode did not raise the mark at all). The full run
-   also probes the node's real path (``load_images`` on data URIs: concurrent decodes, arrays and
-   bytes kept for the previews). Target: within 2x.
+   also probes the node's real path (``load_images`` on data URIs: concurrent decodes, the bytes
+   kept for the previews). Target: within 2x.
 
 Run from the repository root (prints its tables; asserts nothing)::
 
@@ -564,36 +569,46 @@ class DecodeSample:
     """Mean seconds per call over one sample's loops."""
 
     total: float
-    decode: float = 0.0  # the pack: decode_image for every image
-    batch: float = 0.0  # the pack: to_image_batch
+    decode: float = 0.0  # the pack: decode_image + BatchBuilder.put of every image
+    batch: float = 0.0  # the pack: BatchBuilder.finish
+    prepare: float = 0.0  # the pack, prepared: BatchBuilder.prepare, before the images (not in `total`)
 
 
 # asyncio.to_thread's default executor size: the node decodes every image on it as soon as it arrives.
 _DECODE_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4))
 
 
-def sample_pack(blobs: Sequence[bytes], loops: int) -> DecodeSample:
+def sample_pack(blobs: Sequence[bytes], loops: int, *, prepared: bool = False) -> DecodeSample:
     """The node's decode path: every image decoded at once on worker threads (as `fetch_images` does
-    with `asyncio.to_thread`) and converted into its slot of the output batch on the same thread
-    (`BatchBuilder.put`), then `BatchBuilder.finish` (the float32 tensor)."""
+    with `asyncio.to_thread`) and written into its slot of the output batch on the same thread
+    (`BatchBuilder.put`), then `BatchBuilder.finish` (the float32 tensor).
+
+    Cold: the batch is allocated when the first image is decoded (a node whose image size is not
+    known ahead). Prepared: `BatchBuilder.prepare` ran first, as when the node knows the size while fal
+    generates (the same settings ran before, or fal's result states it); its time is reported apart."""
     decode = pack_module("image_io.decode")
     batch_module = pack_module("image_io.batch")
-    decoding = batching = 0.0
+    decoding = batching = preparing = 0.0
     for _ in range(loops):
-        start = time.perf_counter()
         builder = batch_module.BatchBuilder(len(blobs))
+        if prepared:
+            before = time.perf_counter()
+            size = Image.open(io.BytesIO(blobs[0])).size
+            builder.prepare(*size)
+            preparing += time.perf_counter() - before
+        start = time.perf_counter()
 
         def decode_and_place(item: tuple[int, bytes], builder: Any = builder) -> Any:
-            array = decode.decode_image(item[1], index=item[0])[0]
-            builder.put(item[0], array)
-            return array
+            decoded = decode.decode_image(item[1], index=item[0])
+            builder.put(item[0], decoded.image)
+            return batch_module.FetchedImage(item[1], decoded.file_format, decoded.width, decoded.height, item[0])
 
-        arrays = list(_DECODE_POOL.map(decode_and_place, enumerate(blobs)))
+        files = list(_DECODE_POOL.map(decode_and_place, enumerate(blobs)))
         middle = time.perf_counter()
-        builder.finish(arrays)
+        builder.finish(files)
         batching += time.perf_counter() - middle
         decoding += middle - start
-    return DecodeSample((decoding + batching) / loops, decoding / loops, batching / loops)
+    return DecodeSample((decoding + batching) / loops, decoding / loops, batching / loops, preparing / loops)
 
 
 def sample_plain(blobs: Sequence[bytes], loops: int) -> DecodeSample:
@@ -607,18 +622,10 @@ def sample_fresh_tensor(shape: tuple[int, ...], loops: int) -> DecodeSample:
     """A reference, not a pack figure: allocating and writing once a new float32 tensor of the output's size.
 
     Any path that returns a new float32 batch from torch.empty pays at least this (on a VM mostly
-    first-touch page faults)."""
+    first-touch page faults); the cold path pays it, the prepared path paid it before the images."""
     start = time.perf_counter()
     for _ in range(loops):
         torch.empty(shape, dtype=torch.float32).fill_(0.0)
-    return DecodeSample((time.perf_counter() - start) / loops)
-
-
-def sample_fresh_numpy(shape: tuple[int, ...], loops: int) -> DecodeSample:
-    """The same with a numpy array (numpy asks Linux for transparent huge pages for large arrays)."""
-    start = time.perf_counter()
-    for _ in range(loops):
-        np.empty(shape, dtype=np.float32).fill(0.0)
     return DecodeSample((time.perf_counter() - start) / loops)
 
 
@@ -634,42 +641,48 @@ def measure_decode(blobs: dict[str, list[bytes]], settings: Settings) -> list[di
 
 
 def decode_row(images: list[bytes], fmt: str, res: str, settings: Settings) -> dict[str, Any]:
-    """One config of figure 5a: pack and plain samples alternate; a fresh-tensor reference follows each pair."""
+    """One config of figure 5a: cold pack, prepared pack and plain samples in rotating order; a
+    fresh-tensor reference follows each round."""
     width, height = fake_image_size(ASPECT_RATIO, res)
     shape = (len(images), height, width, 3)
     sample_plain(images, 1)  # warm-up
+    sample_pack(images, 1, prepared=True)
     span = DECODE_SAMPLE_S / 2 if settings.quick else DECODE_SAMPLE_S
     loops = max(1, min(20, round(span / sample_pack(images, 1).total)))
-    pack: list[DecodeSample] = []
-    plain: list[DecodeSample] = []
+    samplers: dict[str, Callable[[], DecodeSample]] = {
+        "cold": lambda: sample_pack(images, loops),
+        "prepared": lambda: sample_pack(images, loops, prepared=True),
+        "plain": lambda: sample_plain(images, loops),
+    }
+    samples: dict[str, list[DecodeSample]] = {name: [] for name in samplers}
     fresh: list[DecodeSample] = []
-    fresh_numpy: list[DecodeSample] = []
+    names = list(samplers)
     for repeat in range(settings.repeats):
-        if repeat % 2 == 0:
-            pack.append(sample_pack(images, loops))
-            plain.append(sample_plain(images, loops))
-        else:
-            plain.append(sample_plain(images, loops))
-            pack.append(sample_pack(images, loops))
+        for name in names[repeat % 3:] + names[:repeat % 3]:
+            samples[name].append(samplers[name]())
         fresh.append(sample_fresh_tensor(shape, loops))
-        fresh_numpy.append(sample_fresh_numpy(shape, loops))
-    pack_total = [s.total for s in pack]
-    plain_total = [s.total for s in plain]
-    ratio = median(pack_total) / median(plain_total)
+
+    def med(name: str, part: str = "total") -> float:
+        return median([getattr(s, part) for s in samples[name]])
+
+    ratio = med("prepared") / med("plain")
     return {
         "config": f"4 x {fmt} {res}",
         "output_format": fmt,
         "resolution": res,
-        "pack_median_s": median(pack_total),
-        "pack_p95_s": p95(pack_total),
-        "pack_decode_median_s": median([s.decode for s in pack]),
-        "pack_batch_median_s": median([s.batch for s in pack]),
-        "plain_median_s": median(plain_total),
-        "plain_p95_s": p95(plain_total),
+        "pack_median_s": med("cold"),
+        "pack_p95_s": p95([s.total for s in samples["cold"]]),
+        "pack_decode_median_s": med("cold", "decode"),
+        "pack_batch_median_s": med("cold", "batch"),
+        "prepared_median_s": med("prepared"),
+        "prepared_p95_s": p95([s.total for s in samples["prepared"]]),
+        "prepare_median_s": med("prepared", "prepare"),
+        "plain_median_s": med("plain"),
+        "plain_p95_s": p95([s.total for s in samples["plain"]]),
         "fresh_tensor_median_s": median([s.total for s in fresh]),
-        "fresh_numpy_median_s": median([s.total for s in fresh_numpy]),
         "loops_per_sample": loops,
         "ratio": ratio,
+        "cold_ratio": med("cold") / med("plain"),
         "target": DECODE_TIME_TARGET,
         "verdict": verdict(ratio, DECODE_TIME_TARGET),
     }
@@ -678,19 +691,25 @@ def decode_row(images: list[bytes], fmt: str, res: str, settings: Settings) -> d
 def print_decode(rows: list[dict[str, Any]], settings: Settings) -> None:
     print_table(
         f"5a. Decode to tensor: pack vs plain Pillow, ms per 4 images; {settings.repeats} samples each",
-        ["config", "pack", "p95", "= decode+place", "+ finish", "plain", "p95", "ratio", "target",
-         "verdict", "fresh tensor", "fresh numpy"],
+        ["config", "plain", "p95", "prepared", "p95", "ratio", "target", "verdict", "(prepare)", "cold", "p95",
+         "= decode+place", "+ finish", "ratio", "fresh tensor"],
         [
-            [r["config"], ms(r["pack_median_s"]), ms(r["pack_p95_s"]), ms(r["pack_decode_median_s"]),
-             ms(r["pack_batch_median_s"]), ms(r["plain_median_s"]), ms(r["plain_p95_s"]), f"{r['ratio']:.2f}x",
-             f"{r['target']}x", r["verdict"], ms(r["fresh_tensor_median_s"]), ms(r["fresh_numpy_median_s"])]
+            [r["config"], ms(r["plain_median_s"]), ms(r["plain_p95_s"]), ms(r["prepared_median_s"]),
+             ms(r["prepared_p95_s"]), f"{r['ratio']:.2f}x", f"{r['target']}x", r["verdict"],
+             ms(r["prepare_median_s"]), ms(r["pack_median_s"]), ms(r["pack_p95_s"]), ms(r["pack_decode_median_s"]),
+             ms(r["pack_batch_median_s"]), f"{r['cold_ratio']:.2f}x", ms(r["fresh_tensor_median_s"])]
             for r in rows
         ],
-        note="pack = decode_image + BatchBuilder.put per image on worker threads, then finish (float32 tensor);\n"
-             "plain = Image.open -> convert('RGB') -> numpy.asarray (uint8 arrays).\n"
+        note="plain = Image.open -> convert('RGB') -> numpy.asarray (uint8 arrays), one image after the other.\n"
+             "prepared = the node's path when it knows the image size ahead (xAI's documented size, the size the\n"
+             "same settings gave before, or fal's result): BatchBuilder.prepare ran while fal generated, then\n"
+             "decode_image + BatchBuilder.put per image on worker threads, then finish (the float32 tensor);\n"
+             "(prepare) = what prepare took, before the images arrived (not counted); the verdict is on prepared.\n"
+             "cold = the same with no size known ahead (an edit with aspect ratio auto, first time, when fal's\n"
+             "result states no size): the batch is allocated when the first image is decoded; no target.\n"
              "Each sample averages enough loops to span ~150 ms (quick: ~75).\n"
-             "fresh tensor / numpy (references, not the pack): torch.empty / numpy.empty of the output's shape\n"
-             "+ one fill, the floor of a new float32 batch allocated that way (mostly first-touch page faults).",
+             "fresh tensor (a reference, not the pack): torch.empty of the output's shape + one fill, the cost\n"
+             "of a new float32 batch (mostly first-touch page faults).",
     )
 
 
@@ -751,9 +770,9 @@ def open_peak_window() -> PeakWindow:
 def memprobe(config: str, directory: Path | None) -> dict[str, Any]:
     """In a fresh process: peak memory of one way of producing a batch, relative to the batch.
 
-    FORMAT-RES: `decode_image` per image + `to_image_batch` on the images in `directory`.
+    FORMAT-RES: `decode_image` + `BatchBuilder.put` per image, then `finish`, on the images in `directory`.
     FORMAT-RES:node: the node's own path, `load_images` on data URIs of them (concurrent decodes in
-    threads; arrays and bytes kept for the previews).
+    threads; the bytes kept for the previews).
     fanout-N: a whole N-image node (jpeg 1k) against a fake fal in this process.
     """
     if config.startswith("fanout-"):
@@ -761,21 +780,28 @@ def memprobe(config: str, directory: Path | None) -> dict[str, Any]:
     assert directory is not None
     blobs = [p.read_bytes() for p in sorted(directory.iterdir())]
     decode = pack_module("image_io.decode")
-    load_images = pack_module("image_io.batch").load_images
+    batch_module = pack_module("image_io.batch")
+    load_images = batch_module.load_images
     mime = "image/png" if config.startswith("png") else "image/jpeg"
     uris = [f"data:{mime};base64,{base64.b64encode(b).decode()}" for b in blobs]
 
     tiny = io.BytesIO()
     Image.new("RGB", (8, 8), (10, 20, 30)).save(tiny, "PNG")
-    decode.to_image_batch([decode.decode_image(tiny.getvalue())[0]])  # warm-up: lazy imports, pools
+    decode.write_into(np.empty((8, 8, 3), np.float32), decode.decode_image(tiny.getvalue()).image)  # warm-up
     asyncio.run(load_images([f"data:image/png;base64,{base64.b64encode(tiny.getvalue()).decode()}"], timeout_s=60.0))
 
     window = open_peak_window()
     if config.endswith(":node"):
         loaded = asyncio.run(load_images(uris, timeout_s=60.0))
         return window.close(config, "node", loaded.images)
-    arrays = [decode.decode_image(blob, index=i)[0] for i, blob in enumerate(blobs)]
-    return window.close(config, "decode", decode.to_image_batch(arrays))
+    builder = batch_module.BatchBuilder(len(blobs))
+    files = []
+    for index, blob in enumerate(blobs):
+        decoded = decode.decode_image(blob, index=index)
+        builder.put(index, decoded.image)
+        files.append(batch_module.FetchedImage(blob, decoded.file_format, decoded.width, decoded.height, index))
+        del decoded
+    return window.close(config, "decode", builder.finish(files))
 
 
 def memprobe_node(num_images: int) -> dict[str, Any]:
@@ -863,8 +889,8 @@ def print_memory(rows: list[dict[str, Any]]) -> None:
              + ("after a reset via /proc/self/clear_refs (= VmRSS just before)"
                 if all(r.get("hwm_reset") for r in rows if "error" not in r)
                 else "after imports and a warm-up (no reset possible: a lower bound)")
-             + ".\npath decode = decode_image per image + to_image_batch; node = load_images on data URIs "
-               "(concurrent decodes, arrays and bytes kept for previews)",
+             + ".\npath decode = decode_image + BatchBuilder.put per image, then finish; node = load_images on "
+               "data URIs (concurrent decodes, bytes kept for previews)",
     )
 
 
@@ -905,6 +931,9 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"figure": f"5 decode time {r['config']}", "target": f"<= {DECODE_TIME_TARGET}x",
                      "measured": f"{r['ratio']:.2f}x", "value": r["ratio"], "limit": DECODE_TIME_TARGET,
                      "verdict": r["verdict"]})
+    for r in results["decode"]:
+        rows.append({"figure": f"5 decode time {r['config']}, cold", "target": "(none)",
+                     "measured": f"{r['cold_ratio']:.2f}x", "value": None, "limit": None, "verdict": "info"})
     for r in results["memory"]:
         label = f"5 peak memory {r['config']}" + (" (node path)" if r.get("path") == "node" else "")
         if "error" in r:

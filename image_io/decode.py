@@ -1,4 +1,10 @@
-"""Decode image bytes with Pillow and build ComfyUI's IMAGE: float32 [batch, height, width, 3] in 0..1.
+"""Decode image bytes with Pillow and write them into ComfyUI's IMAGE: float32 [batch, height, width, 3].
+
+Pixels go from Pillow's decoded image straight into their float32 slot of the batch, a strip of
+rows at a time (`write_into`), so no full-size intermediate copy of an image is ever made: no uint8
+array, no `tobytes()` of the whole image. Each strip's temporaries are small and reused by the
+allocator, so decoding does not pay for fresh memory pages (which, for a 2k image, cost more than
+the decode itself).
 
 Mixed sizes in one result: every image is fitted (scaled to cover, then centre-cropped) to the
 size of the first image, so the batch is always one tensor and no image is distorted.
@@ -8,12 +14,10 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from ..fal_transport.errors import ResultError
@@ -21,14 +25,33 @@ from ..fal_transport.errors import ResultError
 log = logging.getLogger("grok_imagine_fal")
 
 MAX_PIXELS = 50_000_000  # 50 MP per image: far above 2k outputs, far below a decompression bomb
+STRIP_BYTES = 512 * 1024  # RGB bytes converted per step of `write_into`: cache-sized, reused by malloc
+
+_MAX = np.float32(255.0)
 
 
 class ImageDecodeError(ResultError):
     """Bytes that should be an image are not one (or not one this pack will load)."""
 
 
-def decode_image(data: bytes, *, index: int = 0, request_id: str | None = None) -> tuple[np.ndarray, str]:
-    """(RGB uint8 array [H, W, 3] with EXIF orientation applied, Pillow's name of the file format)."""
+@dataclass(frozen=True)
+class DecodedImage:
+    """One decoded result image: RGB, EXIF orientation applied, pixels loaded."""
+
+    image: Image.Image
+    file_format: str  # Pillow's name of the file format, lower case: "jpeg", "png", "webp", ...
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+
+def decode_image(data: bytes, *, index: int = 0, request_id: str | None = None) -> DecodedImage:
+    """Decode one result image; refuses bombs (more than `MAX_PIXELS`) and anything that is not an image."""
     label = f"Result image {index + 1}"
     too_large = (
         f"{label} claims more than {MAX_PIXELS // 1_000_000} MP (the MP limit; a decompression bomb or a "
@@ -54,63 +77,35 @@ def decode_image(data: bytes, *, index: int = 0, request_id: str | None = None) 
             request_id=request_id,
         ) from exc
     file_format = (image.format or "").lower()
-    image = ImageOps.exif_transpose(image)
+    ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright image
     if image.mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image), file_format
+    return DecodedImage(image, file_format)
 
 
-def fit_to(array: np.ndarray, width: int, height: int) -> np.ndarray:
+def fit_to(image: Image.Image, width: int, height: int) -> Image.Image:
     """Scale to cover width x height and centre-crop, keeping the aspect ratio."""
-    fitted = ImageOps.fit(Image.fromarray(array), (width, height), method=Image.Resampling.LANCZOS)
-    return np.asarray(fitted)
+    return ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
 
 
-def to_image_batch(arrays: list[np.ndarray]) -> torch.Tensor:
-    """Stack RGB uint8 arrays into one float32 [B, H, W, 3] tensor in 0..1 (first image's size wins).
+def write_into(out: np.ndarray, image: Image.Image, *, index: int = 0) -> None:
+    """Write an RGB image into a float32 [H, W, 3] slot as values in 0..1, a strip of rows at a time.
 
-    Each image is converted in a single pass, the images in parallel: filling a fresh output buffer
-    is dominated by first-touch page faults, which then spread over the cores. (A numpy-allocated
-    buffer is faster while the OS has huge pages free, but stalls for hundreds of milliseconds when it
-    must compact memory to find them; this way is predictable.)
-    """
-    if not arrays:
-        raise ValueError("to_image_batch needs at least one image")
-    height, width = arrays[0].shape[:2]
-    batch = torch.empty((len(arrays), height, width, 3), dtype=torch.float32)
-    view = batch.numpy()
-
-    def convert(i: int) -> None:
-        array = arrays[i]
-        if array.shape[:2] != (height, width):
-            log.warning(
-                "image %d is %dx%d, the first is %dx%d: fitted (scaled and centre-cropped) to the first",
-                i + 1, array.shape[1], array.shape[0], width, height,
-            )
-            array = fit_to(array, width, height)
-        convert_into(view[i], array)
-
-    if len(arrays) == 1:
-        convert(0)
-    else:
-        list(_converter().map(convert, range(len(arrays))))
-    return batch
-
-
-_SCALE = np.float32(1.0 / 255.0)
-
-
-def convert_into(out: np.ndarray, array: np.ndarray) -> None:
-    """One RGB uint8 image into a float32 slot in 0..1, in a single pass."""
-    np.multiply(array, _SCALE, out=out)
-
-
-_pool: ThreadPoolExecutor | None = None
-
-
-def _converter() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
-                                   thread_name_prefix="grok-imagine-convert")
-    return _pool
+    An image of another size than the slot is fitted to it first (with a warning in the log)."""
+    height, width = out.shape[:2]
+    if image.size != (width, height):
+        log.warning(
+            "image %d is %dx%d, the first is %dx%d: fitted (scaled and centre-cropped) to the first",
+            index + 1, image.width, image.height, width, height,
+        )
+        image = fit_to(image, width, height)
+    rows = max(1, STRIP_BYTES // (width * 3))
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        strip = image.crop((0, top, width, bottom)).tobytes()
+        target = out[top:bottom]
+        # Cast, then divide in place: two vectorised passes over cache-resident data, about twice as fast
+        # as one casting divide. Divided, not multiplied by 1/255, so every value is bit-identical to
+        # ComfyUI's own image loaders (`array.astype(np.float32) / 255.0`).
+        np.copyto(target, np.frombuffer(strip, np.uint8).reshape(bottom - top, width, 3), casting="unsafe")
+        np.divide(target, _MAX, out=target)

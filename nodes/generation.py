@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -32,7 +33,6 @@ from ..fal_transport.http import Deadline
 from ..fal_transport.journal import Journal, fingerprint
 from ..fal_transport.queue import TICK_S, FalQueue, QueueStatus, RequestHandle
 from ..image_io.batch import BatchBuilder, FetchedImage, fetch_images
-from ..image_io.decode import to_image_batch
 from . import grok_spec as spec
 from . import host
 
@@ -41,17 +41,20 @@ log = logging.getLogger("grok_imagine_fal")
 T = TypeVar("T")
 
 _BAR_TOTAL = 100
+_PREPARE_MAX_PIXELS = 8_000_000  # above any Grok output (2k is about 4 MP): a larger stated size waits for the image
+_OUTPUT_SIZES_KEPT = 64
 _BAR_QUEUED, _BAR_RUNNING, _BAR_DOWNLOADING = 5, 15, 80
 
 
 @dataclass
 class Collected:
-    """What one request produced: the fetched (decoded) files, before they become one tensor."""
+    """What one request produced: the fetched files, already written into the node's batch."""
 
     files: list[FetchedImage]
     revised_prompt: str
     image_urls: list[str]
     request_id: str
+    builder: BatchBuilder
 
 
 @dataclass
@@ -68,12 +71,11 @@ class Generation:
 Placement = tuple[BatchBuilder, int]  # the node's batch being built, and this request's first slot in it
 
 
-async def assemble(parts: list[Collected], builder: BatchBuilder | None = None) -> Generation:
-    """One batch of every part's images, in request order, built once (no intermediate copies): the
-    `builder`'s batch filled while the images arrived, or a new one."""
+async def assemble(parts: list[Collected]) -> Generation:
+    """One batch of every part's images, in request order: the batch the parts' images were written into
+    as they arrived (the parts share one builder), built anew only if some did not fit it."""
     files = [f for part in parts for f in part.files]
-    finish = builder.finish if builder is not None else to_image_batch
-    images = await asyncio.to_thread(finish, [f.array for f in files])
+    images = await asyncio.to_thread(parts[0].builder.finish, files)
     return Generation(
         images=images,
         revised_prompt=parts[0].revised_prompt,
@@ -194,13 +196,19 @@ async def collect(
     expected: int | None = None,
     placement: Placement | None = None,
 ) -> Collected:
-    """Fetch a completed request's result and images (downloaded and decoded concurrently)."""
+    """Fetch a completed request's result and images (downloaded and decoded concurrently, each written
+    into its slot of the node's batch; without a `placement`, a batch of this request's images)."""
     result = await queue.result(handle, final)
     urls = image_urls_of(result, handle.request_id, expected)
     reporter.downloading(len(urls))
-    builder, first_slot = placement or (None, 0)
-    files = await fetch_images(urls, timeout_s=limits.download_timeout, request_id=handle.request_id,
-                               builder=builder, first_slot=first_slot)
+    builder, first_slot = placement or (BatchBuilder(len(urls)), 0)
+    preparing = _prepare(builder, reported_size(result), "fal's result states the size")
+    try:
+        files = await fetch_images(urls, timeout_s=limits.download_timeout, request_id=handle.request_id,
+                                   builder=builder, first_slot=first_slot)
+    finally:
+        if preparing is not None:
+            await asyncio.wait({preparing})
     revised = result.get("revised_prompt")
     revised = revised if isinstance(revised, str) else ""
     reporter.finished(len(files), revised)
@@ -209,7 +217,32 @@ async def collect(
         revised_prompt=revised,
         image_urls=[url for url in urls if not url.startswith("data:")],
         request_id=handle.request_id,
+        builder=builder,
     )
+
+
+def _prepare(builder: BatchBuilder, size: tuple[int, int] | None, why: str) -> asyncio.Future[None] | None:
+    """Start preparing the node's batch for images of `size` on a worker thread (see `BatchBuilder.prepare`)."""
+    if size is None:
+        return None
+    log.debug("[Grok Imagine] preparing the output batch: %d x %dx%d (%s)", builder.count, *size, why)
+    return asyncio.ensure_future(asyncio.to_thread(builder.prepare, *size))
+
+
+def reported_size(result: dict[str, Any]) -> tuple[int, int] | None:
+    """(width, height) of a result's images when fal's result states one size for all of them."""
+    images = result.get("images")
+    sizes = {
+        (item.get("width"), item.get("height")) if isinstance(item, dict) else None
+        for item in (images if isinstance(images, list) else [])
+    }
+    if len(sizes) != 1:
+        return None
+    size = sizes.pop()
+    if size is None or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+        return None
+    width, height = size
+    return (width, height) if width * height <= _PREPARE_MAX_PIXELS else None
 
 
 async def follow(
@@ -272,12 +305,38 @@ async def generate_images(
 ) -> Generation:
     """All `arguments["num_images"]` images: one request per four images, all sent at once, one batch
     in request order. `identity` replaces `arguments` in the journal fingerprint (e.g. reference images
-    by content hash instead of by upload URL)."""
+    by content hash instead of by upload URL). The output batch is prepared while fal generates when the
+    image size is known ahead: what the same settings gave before, else the size xAI documents."""
     sizes = spec.request_sizes(int(arguments["num_images"]))
     builder = BatchBuilder(sum(sizes))
+    size_key = output_size_key(endpoint, identity or arguments)
+    if size_key in _output_sizes:
+        preparing = _prepare(builder, _output_sizes[size_key], "the size these settings gave before")
+    else:
+        documented = spec.documented_image_size(str(arguments.get("aspect_ratio")),
+                                                str(arguments.get("resolution", spec.DEFAULT_RESOLUTION)))
+        preparing = _prepare(builder, documented, "the size xAI documents for these settings")
+    try:
+        generation = await _generate_parts(endpoint, arguments, sizes, builder, node_id=node_id, identity=identity)
+    finally:
+        if preparing is not None:
+            await asyncio.wait({preparing})
+    _remember_output_size(size_key, generation.images)
+    return generation
+
+
+async def _generate_parts(
+    endpoint: str,
+    arguments: dict[str, Any],
+    sizes: list[int],
+    builder: BatchBuilder,
+    *,
+    node_id: str | None,
+    identity: dict[str, Any] | None,
+) -> Generation:
     if len(sizes) == 1:
         collected = await generate(endpoint, arguments, node_id=node_id, identity=identity, placement=(builder, 0))
-        return await assemble([collected], builder)
+        return await assemble([collected])
     resolve_credentials(config.key_file())  # a missing key is refused before any request
     parts = [
         generate(
@@ -291,7 +350,29 @@ async def generate_images(
         )
         for index, size in enumerate(sizes)
     ]
-    return await assemble(await _all_or_none(parts), builder)
+    return await assemble(await _all_or_none(parts))
+
+
+# The image size each combination of settings gave last time, so the next node with the same settings can
+# prepare its batch while fal generates (`BatchBuilder.prepare`). Keyed by endpoint, aspect ratio and
+# resolution, plus the reference images when the aspect ratio is "auto" (the first reference decides it).
+_output_sizes: OrderedDict[str, tuple[int, int]] = OrderedDict()
+
+
+def output_size_key(endpoint: str, arguments: dict[str, Any]) -> str:
+    shape = {name: arguments.get(name) for name in ("aspect_ratio", "resolution")}
+    if arguments.get("aspect_ratio") == "auto":
+        shape["references"] = arguments.get("image_sha256", arguments.get("image_urls"))
+    return fingerprint(endpoint, shape)
+
+
+def _remember_output_size(key: str, images: torch.Tensor) -> None:
+    height, width = int(images.shape[1]), int(images.shape[2])
+    if width * height <= _PREPARE_MAX_PIXELS:
+        _output_sizes[key] = (width, height)
+        _output_sizes.move_to_end(key)
+        while len(_output_sizes) > _OUTPUT_SIZES_KEPT:
+            _output_sizes.popitem(last=False)
 
 
 async def _all_or_none(work: list[Awaitable[T]]) -> list[T]:

@@ -35,6 +35,27 @@ MAX_IMAGES_PER_REQUEST = 4  # fal's limit for one request
 MAX_IMAGES_PER_NODE = 16  # above 4 the node sends ceil(n / 4) requests at once
 MAX_REFERENCE_IMAGES = 3
 
+# Output sizes (width, height) at 1k as xAI documents them for Grok Imagine (listed on Runware's page for
+# the same xAI model); the portrait ratios are these turned. At 2k each side is assumed doubled (no
+# published table found). Only a hint for preparing the output batch early: the images decide.
+IMAGE_SIZES_1K: dict[str, tuple[int, int]] = {
+    "2:1": (1408, 704), "20:9": (1280, 576), "19.5:9": (1248, 576), "16:9": (1408, 768), "4:3": (1280, 896),
+    "3:2": (1296, 864), "1:1": (1024, 1024),
+}
+
+
+def documented_image_size(aspect_ratio: str, resolution: str) -> tuple[int, int] | None:
+    """The (width, height) Grok Imagine is documented to return for these settings; None for "auto"."""
+    width, _, height = aspect_ratio.partition(":")
+    size = IMAGE_SIZES_1K.get(aspect_ratio)
+    if size is None and f"{height}:{width}" in IMAGE_SIZES_1K:
+        size = IMAGE_SIZES_1K[f"{height}:{width}"][::-1]
+    if size is None or resolution not in RESOLUTIONS:
+        return None
+    scale = 2 if resolution == "2k" else 1
+    return size[0] * scale, size[1] * scale
+
+
 # US dollars per generated image, as fal publishes them. None: no price published that we know of;
 # the node then says "price unknown" rather than guess.
 PRICE_PER_IMAGE_USD: dict[str, float | None] = {

@@ -59,18 +59,20 @@ given); otherwise 401 ``{"detail": "Invalid or missing API key"}``.
 
 A job is IN_QUEUE for `queue_time` seconds after its submit (queue_position = remaining
 seconds * 2), IN_PROGRESS for `run_time` seconds (logs "Generating image i/N" as it goes), then
-COMPLETED. `fake_image_size` is a fixed table: the longer side is 1024 (1k) or 2048 (2k), the
-other is ``long * short_ratio / long_ratio`` rounded to a multiple of 8::
+COMPLETED. `fake_image_size` is a fixed table: at 1k the sizes xAI documents for Grok Imagine
+(as listed by Runware's model page, which serves the same xAI model), at 2k each side doubled (an
+assumption: no published 2k table was found)::
 
     ratio    1k           2k            ratio    1k           2k
-    2:1      1024 x 512   2048 x 1024   1:2      512 x 1024   1024 x 2048
-    20:9     1024 x 464   2048 x 920    9:20     464 x 1024   920 x 2048
-    19.5:9   1024 x 472   2048 x 944    9:19.5   472 x 1024   944 x 2048
-    16:9     1024 x 576   2048 x 1152   9:16     576 x 1024   1152 x 2048
-    4:3      1024 x 768   2048 x 1536   3:4      768 x 1024   1536 x 2048
-    3:2      1024 x 680   2048 x 1368   2:3      680 x 1024   1368 x 2048
+    2:1      1408 x 704   2816 x 1408   1:2      704 x 1408   1408 x 2816
+    20:9     1280 x 576   2560 x 1152   9:20     576 x 1280   1152 x 2560
+    19.5:9   1248 x 576   2496 x 1152   9:19.5   576 x 1248   1152 x 2496
+    16:9     1408 x 768   2816 x 1536   9:16     768 x 1408   1536 x 2816
+    4:3      1280 x 896   2560 x 1792   3:4      896 x 1280   1792 x 2560
+    3:2      1296 x 864   2592 x 1728   2:3      864 x 1296   1728 x 2592
     1:1      1024 x 1024  2048 x 2048   auto     square, but a job uses its first input
-                                                 image's shape when it can read it
+                                                 image's shape when it can read it (the longer
+                                                 side 1024 or 2048, the other rounded to 8)
 
 Faults (`Faults`, all off by default; mutable at any time)
 ----------------------------------------------------------
@@ -203,6 +205,12 @@ def size_for_shape(width: float, height: float, resolution: str) -> tuple[int, i
     return _round8(long_side * width / height), long_side
 
 
+SIZES_1K = {
+    "2:1": (1408, 704), "20:9": (1280, 576), "19.5:9": (1248, 576), "16:9": (1408, 768), "4:3": (1280, 896),
+    "3:2": (1296, 864), "1:1": (1024, 1024),
+}
+
+
 def fake_image_size(aspect_ratio: str, resolution: str) -> tuple[int, int]:
     """(width, height) the fake generates; see the table in the module docstring.
 
@@ -216,7 +224,9 @@ def fake_image_size(aspect_ratio: str, resolution: str) -> tuple[int, int]:
     if aspect_ratio not in ASPECT_RATIOS:
         raise ValueError(f"unknown aspect ratio {aspect_ratio!r}")
     width, _, height = aspect_ratio.partition(":")
-    return size_for_shape(float(width), float(height), resolution)
+    landscape = SIZES_1K.get(aspect_ratio) or SIZES_1K[f"{height}:{width}"][::-1]
+    scale = 2 if resolution == "2k" else 1
+    return landscape[0] * scale, landscape[1] * scale
 
 
 def index_colour(index: int) -> tuple[int, int, int]:

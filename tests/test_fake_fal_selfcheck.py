@@ -75,17 +75,16 @@ def sse_events(client: httpx.Client, url: str) -> list[dict]:
     return events
 
 
-def test_size_table() -> None:
-    assert fake_image_size("16:9", "1k") == (1024, 576)
+def test_size_table_follows_xai_at_1k_and_doubles_at_2k() -> None:
+    assert fake_image_size("16:9", "1k") == (1408, 768)
+    assert fake_image_size("9:16", "1k") == (768, 1408)
     assert fake_image_size("1:1", "2k") == (2048, 2048)
-    assert fake_image_size("9:19.5", "1k") == (472, 1024)
-    assert fake_image_size("20:9", "2k") == (2048, 920)
-    assert fake_image_size("3:2", "1k") == (1024, 680)
+    assert fake_image_size("9:19.5", "1k") == (576, 1248)
+    assert fake_image_size("20:9", "2k") == (2560, 1152)
     assert fake_image_size("auto", "1k") == (1024, 1024)
-    for ratio in ("2:1", "4:3", "9:20", "1:2"):
-        for res in ("1k", "2k"):
-            w, h = fake_image_size(ratio, res)
-            assert w % 8 == 0 and h % 8 == 0 and max(w, h) == {"1k": 1024, "2k": 2048}[res]
+    for ratio in ("2:1", "4:3", "3:2", "9:20", "1:2"):
+        w, h = fake_image_size(ratio, "1k")
+        assert w % 8 == 0 and h % 8 == 0 and fake_image_size(ratio, "2k") == (2 * w, 2 * h)
 
 
 def test_happy_path_over_one_keepalive_client(fake: FakeFal, client: httpx.Client) -> None:
@@ -109,12 +108,12 @@ def test_happy_path_over_one_keepalive_client(fake: FakeFal, client: httpx.Clien
     body = result.json()
     assert body["revised_prompt"] == "Revised: a red fox"
     for index, image in enumerate(body["images"]):
-        assert (image["width"], image["height"]) == (1024, 576)
+        assert (image["width"], image["height"]) == (1408, 768)
         download = httpx.get(image["url"])  # no Authorization
         assert download.headers["content-type"] == "image/jpeg"
         assert int(download.headers["content-length"]) == len(download.content)
         pil = Image.open(io.BytesIO(download.content)).convert("RGB")
-        assert pil.size == (1024, 576)
+        assert pil.size == (1408, 768)
         assert index_from_colour(pil.getpixel((0, 0))[0]) == index
     files = fake.requests_of("file")
     assert len(files) == 2 and not any(r.has_authorization for r in files)

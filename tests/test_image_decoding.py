@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -11,6 +12,7 @@ from comfy_like import pack_module
 from PIL import Image
 
 decode = pack_module("image_io.decode")
+batch = pack_module("image_io.batch")
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **save_args: object) -> bytes:
@@ -23,32 +25,58 @@ def test_exif_orientation_is_applied_so_portraits_stand_upright() -> None:
     landscape = Image.new("RGB", (64, 32), (200, 10, 10))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
-    array = decode.decode_image(encoded(landscape, "JPEG", exif=exif))[0]
-    assert array.shape == (64, 32, 3)
+    decoded = decode.decode_image(encoded(landscape, "JPEG", exif=exif))
+    assert (decoded.width, decoded.height) == (32, 64) and decoded.file_format == "jpeg"
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "CMYK"])
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "CMYK", "I;16"])
 def test_any_colour_mode_becomes_three_channel_rgb(mode: str) -> None:
     fmt = "JPEG" if mode == "CMYK" else "PNG"
-    array = decode.decode_image(encoded(Image.new(mode, (16, 8)), fmt))[0]
-    assert array.shape == (8, 16, 3) and array.dtype == np.uint8
+    decoded = decode.decode_image(encoded(Image.new(mode, (16, 8)), fmt))
+    assert decoded.image.mode == "RGB" and decoded.image.size == (16, 8)
 
 
-def test_a_batch_is_float32_zero_to_one_on_the_cpu() -> None:
-    arrays = [np.full((4, 6, 3), 255, np.uint8), np.zeros((4, 6, 3), np.uint8)]
-    batch = decode.to_image_batch(arrays)
-    assert batch.dtype == torch.float32 and batch.device.type == "cpu"
-    assert tuple(batch.shape) == (2, 4, 6, 3)
-    assert float(batch[0].min()) == 1.0 and float(batch[1].max()) == 0.0
+def data_uri(image: Image.Image, fmt: str = "PNG") -> str:
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(encoded(image, fmt)).decode()}"
 
 
-def test_images_of_another_size_are_fitted_to_the_first_without_distortion() -> None:
-    first = np.zeros((40, 80, 3), np.uint8)
-    square = np.zeros((60, 60, 3), np.uint8)
-    square[:, 20:40] = 255  # a white centre column survives a centre crop
-    batch = decode.to_image_batch([first, square])
-    assert tuple(batch.shape) == (2, 40, 80, 3)
-    assert float(batch[1, 20, 40, 0]) > 0.9 and float(batch[1, 20, 2, 0]) < 0.1
+async def test_a_batch_is_float32_zero_to_one_on_the_cpu_with_every_pixel_exact() -> None:
+    rng = np.random.default_rng(7)
+    pixels = rng.integers(0, 256, size=(3, 300, 700, 3), dtype=np.uint8)  # several strips per image
+    uris = [data_uri(Image.fromarray(p)) for p in pixels]
+    loaded = await batch.load_images(uris, timeout_s=10)
+    assert loaded.images.dtype == torch.float32 and loaded.images.device.type == "cpu"
+    assert tuple(loaded.images.shape) == (3, 300, 700, 3) and loaded.images.is_contiguous()
+    assert torch.equal(loaded.images, torch.from_numpy(pixels.astype(np.float32) / 255.0))  # as LoadImage does
+
+
+async def test_images_of_another_size_are_fitted_to_the_first_without_distortion() -> None:
+    first = Image.new("RGB", (80, 40))
+    square = Image.new("RGB", (60, 60))
+    square.paste((255, 255, 255), (20, 0, 40, 60))  # a white centre column survives a centre crop
+    loaded = await batch.load_images([data_uri(first), data_uri(square)], timeout_s=10)
+    assert tuple(loaded.images.shape) == (2, 40, 80, 3)
+    assert float(loaded.images[1, 20, 40, 0]) > 0.9 and float(loaded.images[1, 20, 2, 0]) < 0.1
+
+
+def test_a_prepared_batch_of_the_wrong_size_is_replaced_not_used() -> None:
+    builder = batch.BatchBuilder(2)
+    builder.prepare(64, 64)  # e.g. a size remembered from settings that now give another one
+    image = decode.decode_image(encoded(Image.new("RGB", (32, 16), (255, 0, 0))))
+    files = [batch.FetchedImage(b"", "png", 32, 16, slot) for slot in (0, 1)]
+    assert builder.put(0, image.image) and builder.put(1, image.image)
+    images = builder.finish(files)
+    assert tuple(images.shape) == (2, 16, 32, 3) and float(images[:, :, :, 0].min()) == 1.0
+
+
+def test_a_prepared_batch_receives_the_images_in_their_slots() -> None:
+    builder = batch.BatchBuilder(2)
+    builder.prepare(32, 16)
+    red, blue = (decode.decode_image(encoded(Image.new("RGB", (32, 16), colour))).image
+                 for colour in ((255, 0, 0), (0, 0, 255)))
+    assert builder.put(1, blue) and builder.put(0, red)
+    images = builder.finish([batch.FetchedImage(b"", "png", 32, 16, slot) for slot in (0, 1)])
+    assert images[0, 0, 0].tolist() == [1.0, 0.0, 0.0] and images[1, 0, 0].tolist() == [0.0, 0.0, 1.0]
 
 
 def test_a_decompression_bomb_is_refused_before_decoding() -> None:
