@@ -77,10 +77,19 @@ def decode_image(data: bytes, *, index: int = 0, request_id: str | None = None) 
             request_id=request_id,
         ) from exc
     file_format = (image.format or "").lower()
-    ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright image
+    image = _upright(image)
     if image.mode != "RGB":
         image = image.convert("RGB")
     return DecodedImage(image, file_format)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; in place (no copy of an upright image) on Pillow >= 9.4."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except TypeError:  # Pillow < 9.4 has no in_place
+        return ImageOps.exif_transpose(image)
+    return image
 
 
 def fit_to(image: Image.Image, width: int, height: int) -> Image.Image:
