@@ -33,12 +33,14 @@ class BatchBuilder:
     image is released at once.
 
     `prepare` allocates the batch ahead of time, when the image size is known before the images are
-    (from an earlier run with the same settings, or from fal's result): a fresh float32 batch costs a
-    page fault per 4 KiB on its first write, as much as decoding the images, and `prepare` pays that
-    while fal generates or the images download.
+    (xAI's documented size, an earlier run with the same settings, or fal's result): a fresh float32
+    batch costs a page fault per 4 KiB on its first write, as much as decoding the images, and
+    `prepare` pays that while fal generates or the images download. A prepared batch of the wrong
+    size is released and replaced when the first image arrives.
 
     `finish` returns the batch when every image landed in the slot of its position with one size, and
-    otherwise builds one anew (fewer images than expected, mixed sizes).
+    otherwise builds one anew (fewer images than expected, mixed sizes), copying the placed images
+    and decoding the others again.
     """
 
     def __init__(self, count: int) -> None:

@@ -41,9 +41,9 @@ log = logging.getLogger("grok_imagine_fal")
 T = TypeVar("T")
 
 _BAR_TOTAL = 100
-_PREPARE_MAX_PIXELS = 8_000_000  # above any Grok output (2k is about 4 MP): a larger stated size waits for the image
-_OUTPUT_SIZES_KEPT = 64
 _BAR_QUEUED, _BAR_RUNNING, _BAR_DOWNLOADING = 5, 15, 80
+_PREPARE_MAX_PIXELS = 8_000_000  # above any Grok output (2k is about 4 MP): a larger stated size waits for the image
+_OUTPUT_SIZES_KEPT = 64  # settings whose image size is remembered
 
 
 @dataclass
