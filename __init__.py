@@ -1,22 +1,19 @@
-"""Grok Imagine (fal): ComfyUI nodes for xAI's Grok Imagine image models on fal.ai."""
+"""Grok Imagine (fal): ComfyUI nodes for xAI's Grok Imagine image models on fal.ai.
 
-from .nodes import routes
-from .nodes.edit import FalGrokImagineEdit
-from .nodes.result import FalGrokImagineResult
-from .nodes.text_to_image import FalGrokImagineImage
+ComfyUI imports this folder as a package named after the folder. Imported as a plain file instead
+(pytest does that with the `__init__.py` of its rootdir, when the folder's name is no Python name),
+it defines no nodes and registers nothing.
+"""
 
-NODE_CLASS_MAPPINGS = {
-    "FalGrokImagineImage": FalGrokImagineImage,
-    "FalGrokImagineEdit": FalGrokImagineEdit,
-    "FalGrokImagineResult": FalGrokImagineResult,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "FalGrokImagineImage": "Grok Imagine Image (fal)",
-    "FalGrokImagineEdit": "Grok Imagine Edit (fal)",
-    "FalGrokImagineResult": "Grok Imagine Result (fal)",
-}
 WEB_DIRECTORY = "./web"
 
-routes.register()
+if __package__:
+    from .nodes import routes
+    from .nodes.registry import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+    routes.register()
+else:
+    NODE_CLASS_MAPPINGS: dict[str, type] = {}
+    NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

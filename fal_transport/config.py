@@ -15,11 +15,11 @@ DEFAULT_REST_BASE_URL = "https://rest.fal.ai"
 QUEUE_BASE_URL_ENV = "FAL_QUEUE_BASE_URL"
 REST_BASE_URL_ENV = "FAL_REST_BASE_URL"
 QUEUE_TIMEOUT_ENV = "GROK_IMAGINE_QUEUE_TIMEOUT"
-TOTAL_TIMEOUT_ENV = "GROK_IMAGINE_TIMEOUT"
+RUN_TIMEOUT_ENV = "GROK_IMAGINE_TIMEOUT"
 DOWNLOAD_TIMEOUT_ENV = "GROK_IMAGINE_DOWNLOAD_TIMEOUT"
 
 DEFAULT_QUEUE_TIMEOUT_S = 300.0
-DEFAULT_TOTAL_TIMEOUT_S = 600.0
+DEFAULT_RUN_TIMEOUT_S = 600.0
 DEFAULT_DOWNLOAD_TIMEOUT_S = 60.0
 
 
@@ -57,17 +57,22 @@ def _seconds(env_name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class Limits:
-    """Time limits of one request, in seconds."""
+    """Time limits of one request, in seconds.
+
+    `queue_timeout`: how long a request may sit in fal's queue without progress (its position
+    not moving, its state not changing); a queue that moves never times out.
+    `run_timeout`: how long a request may run once fal has started it.
+    `download_timeout`: all attempts at downloading one image, whole body included."""
 
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT_S
-    total_timeout: float = DEFAULT_TOTAL_TIMEOUT_S
+    run_timeout: float = DEFAULT_RUN_TIMEOUT_S
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT_S
 
     @classmethod
     def from_env(cls) -> Limits:
         return cls(
             queue_timeout=_seconds(QUEUE_TIMEOUT_ENV, DEFAULT_QUEUE_TIMEOUT_S),
-            total_timeout=_seconds(TOTAL_TIMEOUT_ENV, DEFAULT_TOTAL_TIMEOUT_S),
+            run_timeout=_seconds(RUN_TIMEOUT_ENV, DEFAULT_RUN_TIMEOUT_S),
             download_timeout=_seconds(DOWNLOAD_TIMEOUT_ENV, DEFAULT_DOWNLOAD_TIMEOUT_S),
         )
 
@@ -93,3 +98,22 @@ def state_dir() -> Path:
 
 def key_file() -> Path:
     return state_dir() / KEY_FILE_NAME
+
+
+DAILY_LIMIT_ENV = "GROK_IMAGINE_DAILY_LIMIT_USD"
+
+
+def daily_limit_from_env() -> float | None:
+    """`GROK_IMAGINE_DAILY_LIMIT_USD` as dollars, None when unset; it wins over the stored limit."""
+    raw = os.environ.get(DAILY_LIMIT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise FalConfigError(
+            f"{DAILY_LIMIT_ENV} must be a number of US dollars such as 5 or 12.50, got {raw!r}. Fix it or unset it."
+        )
+    return value

@@ -1,7 +1,12 @@
-"""Shared `httpx.AsyncClient` per event loop, and requests with retries that never pay twice.
+"""Requests with retries that never pay twice, and waits that always end.
 
-A client opened in one event loop must not be used from another ("Event loop is closed"), so
-clients are kept per running loop and dropped with it.
+- Every attempt, body included, is bounded by the time the caller has left (`Deadline`): httpx's
+  own timeouts are per read, so a body that trickles a byte a second would otherwise never end.
+- `Retry-After` is honoured only when it is a finite number of seconds (or an HTTP date, taken as
+  the seconds until it), and never past the deadline.
+- A submit (not idempotent) is retried only where fal cannot have accepted it: nothing was sent
+  (connection refused, a connect timeout, no free connection), a 429, or a front-door 502/503/504
+  without `x-fal-request-id`.
 """
 
 from __future__ import annotations
@@ -9,55 +14,26 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import random
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from .errors import ServerError, SubmitUncertainError
+from .aio import Deadline, within
+from .client import ATTEMPT_TIMEOUT_S, CONNECT_TIMEOUT_S, lease
+from .credentials import scrub_secrets
+from .errors import NetworkError, SubmitUncertainError
 
 log = logging.getLogger("grok_imagine_fal")
 
-USER_AGENT = "grok-imagine-fal (ComfyUI custom nodes)"
-_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
-_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16)
-MAX_REDIRECTS = 5
-
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
-
-
-def http_client() -> httpx.AsyncClient:
-    """The client of the running event loop, created on first use. It sends no credentials."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        client = httpx.AsyncClient(
-            timeout=_TIMEOUT,
-            limits=_LIMITS,
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=True,
-            max_redirects=MAX_REDIRECTS,
-            trust_env=True,
-        )
-        _clients[loop] = client
-    return client
-
-
-class Deadline:
-    """A point in monotonic time by which something must be done."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return self.at - time.monotonic()
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0
+RETRY_STATUS_IDEMPOTENT = frozenset({408, 429, 500, 502, 503, 504})
+FRONT_DOOR_STATUS = frozenset({502, 503, 504})
+# Raised before a byte of the request left this process: safe to send again, and "nothing was sent".
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol,
+            httpx.InvalidURL, httpx.LocalProtocolError)
 
 
 @dataclass(frozen=True)
@@ -70,43 +46,48 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay * 4)
+            return min(retry_after, self.max_delay * 4)
         return min(self.base_delay * (2 ** (attempt - 1)), self.max_delay) * random.uniform(0.5, 1.0)
 
 
 DEFAULT_RETRY = RetryPolicy()
-RETRY_STATUS_IDEMPOTENT = frozenset({408, 429, 500, 502, 503, 504})
-FRONT_DOOR_STATUS = frozenset({502, 503, 504})
+NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 def retry_after_seconds(response: httpx.Response) -> float | None:
-    raw = response.headers.get("retry-after")
+    """`Retry-After` as seconds from now, or None when absent or unusable (inf, nan, garbage)."""
+    raw = response.headers.get("retry-after", "").strip()
     if not raw:
         return None
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
-        pass
-    try:
-        parsed = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
+        try:
+            seconds = email.utils.parsedate_to_datetime(raw).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    if not math.isfinite(seconds):
         return None
-    return max(0.0, parsed.timestamp() - time.time())
+    return max(0.0, seconds)
 
 
 def submit_is_safe_to_retry(response: httpx.Response | None, exc: BaseException | None) -> bool:
     """True only where fal cannot have accepted the submit (and so cannot bill it)."""
     if exc is not None:
-        # Never connected: refused, DNS, or a connect timeout. Anything later may have been accepted.
-        return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+        return isinstance(exc, NOT_SENT)
     assert response is not None
     if response.status_code == 429:
         return True
     return response.status_code in FRONT_DOOR_STATUS and "x-fal-request-id" not in response.headers
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+def describe(exc: BaseException, headers: dict[str, str] | None = None) -> str:
+    """What went wrong, in words, never with a credential in it."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no complete answer in time"
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    secret = (headers or {}).get("Authorization", "").partition(" ")[2]
+    return scrub_secrets(text, secret) if secret else text
 
 
 async def send(
@@ -122,49 +103,49 @@ async def send(
     params: dict[str, str] | None = None,
     policy: RetryPolicy = DEFAULT_RETRY,
 ) -> httpx.Response:
-    """Send one request, retrying transient failures within `deadline`.
-
-    Idempotent requests (status, result, downloads) are retried on connection errors, timeouts,
-    408/429/5xx. A non-idempotent submit is retried only where fal cannot have accepted it.
-    Returns the last response (which may be an error status the caller interprets).
-    """
-    client = http_client()
+    """Send one request, retrying transient failures within `deadline`; returns the last response
+    (which may be an error status for the caller to interpret)."""
     attempt = 0
-    while True:
-        attempt += 1
-        response: httpx.Response | None = None
-        failure: BaseException | None = None
-        try:
-            timeout = httpx.Timeout(max(0.5, min(30.0, deadline.remaining())), connect=10.0)
-            response = await client.request(
-                method, url, headers=headers, json=json, content=content, params=params, timeout=timeout
-            )
-        except (httpx.TransportError, httpx.TimeoutException) as exc:
-            failure = exc
+    async with lease() as loop_client:
+        while True:
+            attempt += 1
+            response: httpx.Response | None = None
+            failure: BaseException | None = None
+            left = deadline.remaining()
+            try:
+                timeout = httpx.Timeout(min(ATTEMPT_TIMEOUT_S, max(left, 0.05)), connect=CONNECT_TIMEOUT_S,
+                                        pool=min(20.0, max(left, 0.05)))
+                response = await within(left, loop_client.client.request(
+                    method, url, headers=headers, json=json, content=content, params=params, timeout=timeout))
+            except (httpx.TransportError, httpx.TimeoutException, asyncio.TimeoutError) as exc:
+                failure = exc
 
-        if failure is None and response is not None:
-            if idempotent:
-                retryable = response.status_code in RETRY_STATUS_IDEMPOTENT
-            else:
-                retryable = response.status_code >= 400 and submit_is_safe_to_retry(response, None)
-            if not retryable:
-                return response
-        elif not idempotent and not submit_is_safe_to_retry(None, failure):
-            raise SubmitUncertainError(
-                f"The connection to fal broke while submitting ({_describe(failure)}). fal may have "
-                "accepted the request, so it was not sent again to avoid paying twice. Check your fal "
-                "dashboard's request history before queueing again."
-            ) from failure
-
-        retry_after = retry_after_seconds(response) if response is not None else None
-        delay = policy.delay(attempt, retry_after)
-        problem = f"HTTP {response.status_code}" if response is not None else _describe(failure)  # type: ignore[arg-type]
-        if attempt >= policy.max_attempts or delay >= deadline.remaining():
             if response is not None:
-                return response
-            raise ServerError(
-                f"Could not reach fal for {what} after {attempt} attempts ({problem}). Check your network "
-                "connection (and FAL_QUEUE_BASE_URL if you set it), then queue again."
-            ) from failure
-        log.debug("retrying %s after %s (attempt %d, waiting %.2fs)", what, problem, attempt, delay)
-        await asyncio.sleep(delay)
+                if idempotent:
+                    retryable = response.status_code in RETRY_STATUS_IDEMPOTENT
+                else:
+                    retryable = response.status_code >= 400 and submit_is_safe_to_retry(response, None)
+                if not retryable:
+                    return response
+            elif not idempotent and not submit_is_safe_to_retry(None, failure):
+                raise SubmitUncertainError(
+                    f"The connection to fal broke while submitting ({describe(failure, headers)}). fal may "
+                    "have accepted the request, so it was not sent again to avoid paying twice. Check your fal "
+                    "dashboard's request history before queueing again."
+                ) from failure
+
+            retry_after = retry_after_seconds(response) if response is not None else None
+            delay = policy.delay(attempt, retry_after)
+            problem = f"HTTP {response.status_code}" if response is not None else describe(failure, headers)
+            if attempt >= policy.max_attempts or delay >= deadline.remaining():
+                if response is not None:
+                    return response
+                assert failure is not None
+                sent = "" if isinstance(failure, NOT_SENT) else " (the last attempt may have reached fal)"
+                raise NetworkError(
+                    f"Could not reach fal for {what} after {attempt} attempt{'s' if attempt > 1 else ''} "
+                    f"({problem}){sent}. Check your network connection (and FAL_QUEUE_BASE_URL if you set it), "
+                    "then queue again."
+                ) from failure
+            log.debug("retrying %s after %s (attempt %d, waiting %.2fs)", what, problem, attempt, delay)
+            await asyncio.sleep(delay)

@@ -1,12 +1,18 @@
-"""A small journal of submitted requests, so that nothing paid for is lost.
+"""A journal of submitted requests, so that nothing paid for is lost.
 
-Every submit is recorded (request id, endpoint, a fingerprint of the inputs, time, state) in
-`requests.jsonl` in the pack's state directory, one JSON object per line, appended. Later lines
-update earlier ones. Never the key, never the prompt itself (only a hash of the inputs).
+Every submit is recorded in `requests.jsonl` in the pack's state directory, one JSON object per
+line: request id, endpoint, a fingerprint of the inputs, time and state. Later lines update earlier
+ones. Never the key, never the prompt itself (only a hash of the inputs).
 
-A request left `submitted` or `completed` by a run that ended early (ComfyUI stopped, a download
-failed) can be collected by the next run with the same inputs instead of paying again. Requests
-being followed right now by this process are never handed to a second node.
+States: `submitting` (sent, no answer yet: the id is a local `pending-…` one), `submitted`,
+`completed` (fal finished; images not yet collected), `collected`, `failed` (ended with an error at
+fal), `cancelled`, `lost` (fal no longer knows it), `uncertain` (a submit cut off before its
+answer: fal may have the request, under an id nobody learnt), `not_sent` and `resolved` (a pending
+submit that got its answer, recorded under its real id).
+
+A request left `submitted` or `completed` by a run that ended early can be collected by the next run
+with the same inputs instead of paying again. Requests this process is following now are never
+handed to a second node.
 """
 
 from __future__ import annotations
@@ -14,24 +20,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .jsonl import JsonlFile
+from .process_state import current
+
 log = logging.getLogger("grok_imagine_fal")
 
-JournalState = Literal["submitted", "completed", "collected", "failed", "cancelled", "lost"]
+JournalState = Literal["submitting", "submitted", "completed", "collected", "failed", "cancelled", "lost",
+                       "uncertain", "not_sent", "resolved"]
+STATES: frozenset[str] = frozenset(JournalState.__args__)  # type: ignore[attr-defined]
 RESUMABLE: frozenset[str] = frozenset({"submitted", "completed"})
 FILE_NAME = "requests.jsonl"
 RESUME_WINDOW_S = 3600.0  # fal keeps a result for an hour after completion (less for large inline results)
 COMPACT_ABOVE_LINES = 2000
 KEEP_ENTRIES = 500
-
-_lock = threading.Lock()
-_active: set[str] = set()  # request ids a node of this process is following now
+PENDING_PREFIX = "pending-"
 
 
 def fingerprint(endpoint: str, arguments: dict[str, Any]) -> str:
@@ -51,89 +59,115 @@ class JournalEntry:
     updated_at: float = 0.0
 
 
+_TYPES: dict[str, tuple[type, ...]] = {
+    "request_id": (str,), "endpoint": (str,), "fingerprint": (str,), "submitted_at": (int, float),
+    "updated_at": (int, float), "state": (str,), "sync_mode": (bool,),
+}
+
+
+def _valid(record: dict[str, Any]) -> bool:
+    """A line this journal can use: a request id, and every known field of its own type."""
+    if not isinstance(record.get("request_id"), str) or not record["request_id"]:
+        return False
+    for name, types in _TYPES.items():
+        value = record.get(name)
+        if name in record and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+            return False
+    return record.get("state", "submitted") in STATES
+
+
+def _fold(view: dict[str, dict[str, Any]], record: dict[str, Any]) -> None:
+    view.setdefault(record["request_id"], {}).update(record)
+
+
+def _entries(view: dict[str, dict[str, Any]]) -> dict[str, JournalEntry]:
+    entries = {}
+    for request_id, record in view.items():
+        if all(name in record for name in ("endpoint", "fingerprint", "submitted_at", "state")):
+            fields = {name: record[name] for name in JournalEntry.__dataclass_fields__ if name in record}
+            entries[request_id] = JournalEntry(**fields)
+    return entries
+
+
 class Journal:
-    """The journal file of one state directory. Safe for concurrent nodes in one process."""
+    """The journal file of one state directory. Safe for concurrent nodes, threads and processes."""
 
     def __init__(self, directory: Path) -> None:
-        self.path = directory / FILE_NAME
+        self.file: JsonlFile[dict[str, dict[str, Any]]] = JsonlFile(
+            directory / FILE_NAME, new_view=dict, fold=_fold, valid=_valid)
 
-    def _append(self, record: dict[str, Any]) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            line = json.dumps(record, separators=(",", ":")) + "\n"
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, line.encode("utf-8"))
-            finally:
-                os.close(fd)
-        except OSError:
-            log.warning("could not write the request journal %s", self.path, exc_info=True)
+    @property
+    def path(self) -> Path:
+        return self.file.path
 
     def entries(self) -> dict[str, JournalEntry]:
         """Every journalled request, newest state per request id."""
-        folded: dict[str, dict[str, Any]] = {}
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return {}
-        except OSError:
-            log.warning("could not read the request journal %s", self.path, exc_info=True)
-            return {}
-        for line in lines:
-            try:
-                record = json.loads(line)
-                folded.setdefault(record["request_id"], {}).update(record)
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line after a crash: skip it
-        entries = {}
-        for request_id, record in folded.items():
-            try:
-                fields = {k: record[k] for k in JournalEntry.__dataclass_fields__ if k in record}
-                entries[request_id] = JournalEntry(**fields)
-            except TypeError:
-                continue
-        if len(lines) > COMPACT_ABOVE_LINES:
-            self._compact(entries)
-        return entries
+        return self.file.query(lambda view, _lines: _entries(view))
 
-    def _compact(self, entries: dict[str, JournalEntry]) -> None:
-        keep = sorted(entries.values(), key=lambda e: e.submitted_at)[-KEEP_ENTRIES:]
-        tmp = self.path.with_name(self.path.name + ".tmp")
+    def _append(self, record: dict[str, Any]) -> None:
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(asdict(e), separators=(",", ":")) + "\n" for e in keep)
-            os.replace(tmp, self.path)
+            self.file.append(record)
         except OSError:
-            log.warning("could not compact the request journal %s", self.path, exc_info=True)
+            log.warning("could not write the request journal %s", self.path, exc_info=True)
 
-    def record_submitted(self, request_id: str, endpoint: str, fingerprint: str, *, sync_mode: bool) -> None:
+    def record_submitting(self, endpoint: str, fingerprint: str, *, sync_mode: bool) -> str:
+        """A submit is about to leave: journal it under a local pending id (returned)."""
+        pending = f"{PENDING_PREFIX}{uuid.uuid4()}"
         now = time.time()
-        with _lock:
-            _active.add(request_id)
-            self._append(asdict(JournalEntry(request_id, endpoint, fingerprint, now, "submitted", sync_mode, now)))
+        self._append(asdict(JournalEntry(pending, endpoint, fingerprint, now, "submitting", sync_mode, now)))
+        return pending
+
+    def record_submitted(self, request_id: str, endpoint: str, fingerprint: str, *, sync_mode: bool,
+                         pending: str | None = None, follow: bool = True) -> None:
+        """fal accepted a request. `follow`: this process follows it now (`release` it when done)."""
+        now = time.time()
+        if follow:
+            with current().lock:
+                current().following.add(request_id)
+        self._append(asdict(JournalEntry(request_id, endpoint, fingerprint, now, "submitted", sync_mode, now)))
+        if pending is not None:
+            self.mark(pending, "resolved")
 
     def mark(self, request_id: str, state: JournalState) -> None:
-        with _lock:
-            self._append({"request_id": request_id, "state": state, "updated_at": time.time()})
+        self._append({"request_id": request_id, "state": state, "updated_at": time.time()})
 
     def claim_resumable(self, endpoint: str, fingerprint: str) -> JournalEntry | None:
-        """The newest unfinished request with these inputs that nobody follows now, claimed for the caller
-        (who must `release` it when done)."""
-        with _lock:
-            now = time.time()
+        """The newest unfinished request with these inputs that nobody follows now, claimed for the
+        caller (who must `release` it when done)."""
+        now = time.time()
+        entries, lines = self.file.query(lambda view, count: (_entries(view), count))
+        if lines > COMPACT_ABOVE_LINES:
+            self.file.compact(_keep)
+        state = current()
+        with state.lock:
             candidates = [
-                e for e in self.entries().values()
+                e for e in entries.values()
                 if e.endpoint == endpoint and e.fingerprint == fingerprint and e.state in RESUMABLE
-                and not e.sync_mode and e.request_id not in _active and now - e.submitted_at < RESUME_WINDOW_S
+                and not e.sync_mode and e.request_id not in state.following and now - e.submitted_at < RESUME_WINDOW_S
             ]
             entry = max(candidates, key=lambda e: e.submitted_at, default=None)
             if entry is not None:
-                _active.add(entry.request_id)
+                state.following.add(entry.request_id)
         return entry
+
+    def uncertain(self, endpoint: str, fingerprint: str) -> list[JournalEntry]:
+        """Submits of these inputs, within the resume window, cut off before fal's answer."""
+        now = time.time()
+        return [e for e in self.entries().values()
+                if e.endpoint == endpoint and e.fingerprint == fingerprint and e.state == "uncertain"
+                and now - e.submitted_at < RESUME_WINDOW_S]
 
     @staticmethod
     def release(request_id: str) -> None:
         """This process no longer follows the request (whatever its state)."""
-        with _lock:
-            _active.discard(request_id)
+        with current().lock:
+            current().following.discard(request_id)
+
+
+def _keep(view: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a compaction keeps: the newest entries, and every one that may still be collected."""
+    entries = sorted(_entries(view).values(), key=lambda e: e.submitted_at)
+    now = time.time()
+    newest = {e.request_id for e in entries[-KEEP_ENTRIES:]}
+    return [asdict(e) for e in entries
+            if e.request_id in newest or (e.state in RESUMABLE and now - e.submitted_at < RESUME_WINDOW_S)]

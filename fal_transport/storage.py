@@ -18,18 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import config
+from .aio import Deadline
 from .credentials import FalCredentials
-from .errors import FalError
-from .http import Deadline, send
-from .queue import error_from_response
+from .errors import UploadError, error_from_response
+from .http import send
+from .process_state import current
 
 TOKEN_MARGIN_S = 60.0
 UPLOAD_CACHE_S = 3600.0
-
-
-class UploadError(FalError):
-    """A file could not be uploaded to fal's storage."""
-
 
 @dataclass
 class _CdnToken:
@@ -39,16 +35,12 @@ class _CdnToken:
     valid_until: float  # monotonic
 
 
-_tokens: dict[str, _CdnToken] = {}  # by a hash of the key, never the key
-_uploads: dict[str, tuple[str, float]] = {}  # content sha256 -> (access url, monotonic time)
-
-
 def _key_id(credentials: FalCredentials) -> str:
     return hashlib.sha256(credentials.key.encode("utf-8")).hexdigest()
 
 
 async def _token(credentials: FalCredentials) -> _CdnToken:
-    cached = _tokens.get(_key_id(credentials))
+    cached = current().cdn_tokens.get(_key_id(credentials))
     if cached is not None and cached.valid_until > time.monotonic():
         return cached
     response = await send(
@@ -61,7 +53,8 @@ async def _token(credentials: FalCredentials) -> _CdnToken:
         json={},
     )
     if response.status_code >= 400:
-        raise error_from_response(response, what="getting a fal storage token", credentials=credentials)
+        raise error_from_response(response, what="getting a fal storage token", key_source=credentials.source,
+                                  scrub=credentials.scrub)
     try:
         data = response.json()
         expires = datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
@@ -72,7 +65,7 @@ async def _token(credentials: FalCredentials) -> _CdnToken:
                           time.monotonic() + max(0.0, lifetime - TOKEN_MARGIN_S))
     except (ValueError, KeyError, TypeError) as exc:
         raise UploadError("fal's storage answered with a token this pack cannot read.") from exc
-    _tokens[_key_id(credentials)] = token
+    current().cdn_tokens[_key_id(credentials)] = token
     return token
 
 
@@ -81,7 +74,7 @@ async def upload(
 ) -> str:
     """The fal URL of `data`, uploaded now or in the last hour (`sha256`: its hex digest, if known)."""
     digest = sha256 or hashlib.sha256(data).hexdigest()
-    cached = _uploads.get(digest)
+    cached = current().uploads.get(digest)
     if cached is not None and time.monotonic() - cached[1] < UPLOAD_CACHE_S:
         return cached[0]
     for attempt in (1, 2):
@@ -96,15 +89,16 @@ async def upload(
             content=data,
         )
         if response.status_code in (401, 403) and attempt == 1:
-            _tokens.pop(_key_id(credentials), None)  # an expired token: get a new one once
+            current().cdn_tokens.pop(_key_id(credentials), None)  # an expired token: get a new one once
             continue
         break
     if response.status_code >= 400:
-        error = error_from_response(response, what="uploading an image", credentials=credentials)
+        error = error_from_response(response, what="uploading an image", key_source=credentials.source,
+                                    scrub=credentials.scrub)
         raise UploadError(f"Could not upload an image to fal's storage: {error}")
     try:
         url = str(response.json()["access_url"])
     except (ValueError, KeyError, TypeError) as exc:
         raise UploadError("fal's storage accepted an upload but its answer could not be read.") from exc
-    _uploads[digest] = (url, time.monotonic())
+    current().uploads[digest] = (url, time.monotonic())
     return url

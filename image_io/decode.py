@@ -25,6 +25,9 @@ from ..fal_transport.errors import ResultError
 log = logging.getLogger("grok_imagine_fal")
 
 MAX_PIXELS = 50_000_000  # 50 MP per image: far above 2k outputs, far below a decompression bomb
+# Only the formats fal returns (GIF is harmless): no other Pillow plugin ever sees fal's bytes (EPS, for
+# one, would run Ghostscript where it is installed).
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 STRIP_BYTES = 512 * 1024  # RGB bytes converted per step of `write_into`: cache-sized, reused by malloc
 
 _MAX = np.float32(255.0)
@@ -60,7 +63,7 @@ def decode_image(data: bytes, *, index: int = 0, request_id: str | None = None) 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ImageDecodeError(too_large, request_id=request_id)
@@ -70,7 +73,8 @@ def decode_image(data: bytes, *, index: int = 0, request_id: str | None = None) 
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(too_large, request_id=request_id) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        kind = "truncated or corrupt" if data[:4] in (b"\xff\xd8\xff\xe0", b"\x89PNG", b"RIFF") else "not an image"
+        known = data[:4] in (b"\xff\xd8\xff\xe0", b"\x89PNG", b"RIFF")
+        kind = "truncated or corrupt" if known else "not an image fal makes (JPEG, PNG or WebP)"
         raise ImageDecodeError(
             f"{label} is {kind} ({len(data)} bytes) and could not be decoded. Load it again later with the "
             "Grok Imagine Result node.",

@@ -13,8 +13,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..fal_transport.aio import Deadline, within
+from ..fal_transport.client import LoopClient, lease
 from ..fal_transport.errors import ResultError
-from ..fal_transport.http import DEFAULT_RETRY, RETRY_STATUS_IDEMPOTENT, http_client, retry_after_seconds
+from ..fal_transport.http import DEFAULT_RETRY, RETRY_STATUS_IDEMPOTENT, retry_after_seconds
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -52,9 +54,9 @@ def _data_uri_bytes(url: str, request_id: str | None) -> bytes:
         raise ImageFetchError("fal returned an image data URI that does not decode.", request_id=request_id) from exc
 
 
-async def _download_once(url: str, request_id: str | None) -> bytes | httpx.Response:
+async def _download_once(loop_client: LoopClient, url: str, request_id: str | None) -> bytes | httpx.Response:
     """The body, or the error response to decide on."""
-    async with http_client().stream("GET", url) as response:
+    async with loop_client.client.stream("GET", url) as response:
         if response.status_code != 200:
             await response.aread()
             return response
@@ -88,14 +90,15 @@ async def fetch_image_bytes(url: str, *, timeout_s: float, request_id: str | Non
     if scheme == "data":
         return _data_uri_bytes(url, request_id)
     host = urlsplit(url).netloc
+    deadline = Deadline(timeout_s)
     attempt = 0
     problem = ""
     try:
-        async with asyncio.timeout(timeout_s):
+        async with lease() as loop_client:
             while True:
                 attempt += 1
                 try:
-                    outcome = await _download_once(url, request_id)
+                    outcome = await within(deadline.remaining(), _download_once(loop_client, url, request_id))
                 except httpx.TooManyRedirects as exc:
                     raise ImageFetchError(
                         f"A result image on {host} redirects in a loop; it cannot be downloaded. Try "
@@ -122,8 +125,11 @@ async def fetch_image_bytes(url: str, *, timeout_s: float, request_id: str | Non
                         f"({problem}). Load it again later with the Grok Imagine Result node.",
                         request_id=request_id,
                     )
-                await asyncio.sleep(DEFAULT_RETRY.delay(attempt, retry_after))
-    except TimeoutError as exc:
+                delay = DEFAULT_RETRY.delay(attempt, retry_after)
+                if delay >= deadline.remaining():
+                    raise asyncio.TimeoutError
+                await asyncio.sleep(delay)
+    except asyncio.TimeoutError as exc:
         raise ImageFetchError(
             f"Downloading a result image from {host} took longer than {timeout_s:g} s "
             f"(GROK_IMAGINE_DOWNLOAD_TIMEOUT){f', last problem: {problem}' if problem else ''}. Check your "

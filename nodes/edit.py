@@ -1,4 +1,4 @@
-"""Grok Imagine Edit (fal): edit or combine images with a prompt, with xAI's Grok Imagine on fal.ai.
+"""Edit: Grok Imagine Edit (fal) and Grok Imagine 2.0 Edit (fal): edit or combine images with a prompt.
 
 Inputs, their order and the outputs are a public contract: add new inputs only at the end, optional.
 """
@@ -8,85 +8,145 @@ from __future__ import annotations
 from typing import Any
 
 from ..fal_transport import config
+from ..fal_transport.aio import until_cancelled
 from ..fal_transport.credentials import resolve_credentials
 from ..fal_transport.errors import RequestCancelledError
 from . import grok_spec as spec
 from . import host, schema
-from .generation import generate_images, until_interrupted
+from .batches import BatchMember
+from .generate import GrokCall
+from .generating import run_generating
 from .references import encode_references, reference_tensors, reference_urls
-from .text_to_image import node_output
 
 
 def build_arguments(
     prompt: str, num_images: int, aspect_ratio: str, resolution: str, output_format: str, sync_mode: bool
 ) -> dict[str, Any]:
-    """The request body without `image_urls` (added once the references are uploaded)."""
+    """The request body of Grok Imagine Edit without `image_urls` (added once the references are uploaded)."""
     return schema.common_arguments(prompt, num_images, aspect_ratio, spec.EDIT_ASPECT_RATIOS, resolution,
                                    output_format, sync_mode)
 
 
-class FalGrokImagineEdit(schema.GrokImagesNode):
+def build_v2_arguments(
+    prompt: str, num_images: int, aspect_ratio: str, resolution: str, output_format: str, sync_mode: bool,
+    quality: str = spec.DEFAULT_QUALITY,
+) -> dict[str, Any]:
+    """The request body of Grok Imagine 2.0 Edit without `image_urls`: the same fields plus `quality`."""
+    arguments = schema.common_arguments(prompt, num_images, aspect_ratio, spec.EDIT_ASPECT_RATIOS, resolution,
+                                        output_format, sync_mode, spec.MAX_PROMPT_CHARS_V2)
+    return {**arguments, "quality": schema.check_choice("quality", quality, spec.QUALITIES)}
+
+
+def _required() -> dict[str, Any]:
+    return {
+        "image": ("IMAGE", {"tooltip": "The image(s) to edit: the first one to three images of this batch are the "
+                                       "references."}),
+        "prompt": schema.prompt_input("How to edit or combine the reference images."),
+        "num_images": schema.num_images_input(),
+        "aspect_ratio": schema.aspect_ratio_input(
+            spec.EDIT_ASPECT_RATIOS, spec.DEFAULT_EDIT_ASPECT_RATIO,
+            "Width:height of the results; auto keeps the shape of the first reference image.",
+        ),
+        **schema.common_tail_inputs(),
+    }
+
+
+def _references() -> dict[str, Any]:
+    return {
+        "image_2": ("IMAGE", {"tooltip": "Another reference image (its batch's first image)."}),
+        "image_3": ("IMAGE", {"tooltip": "A third reference image (its batch's first image)."}),
+    }
+
+
+class _EditNode(schema.GrokImagesNode):
+    """What both edit nodes share; each says which endpoint and body its choice input gives."""
+
+    FUNCTION = "edit"
+
+    @classmethod
+    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    async def edit(
+        self, image: Any, prompt: str, num_images: int = 1, aspect_ratio: str = spec.DEFAULT_EDIT_ASPECT_RATIO,
+        resolution: str = spec.DEFAULT_RESOLUTION, output_format: str = spec.DEFAULT_OUTPUT_FORMAT,
+        sync_mode: bool = False, seed: int = 0, image_2: Any = None, image_3: Any = None, on_refusal: str = "fail",
+        output_size: str = "fal", unique_id: str | None = None, extra_pnginfo: Any = None, **optional: Any,
+    ) -> dict[str, Any]:
+        """`optional`: the node's choice input (tier or quality). The seed is never sent."""
+        inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
+                  "output_format": output_format, "sync_mode": sync_mode}
+
+        async def prepare(member: BatchMember) -> GrokCall:
+            endpoint, arguments = self.endpoint_and_arguments(inputs, optional)
+            refusal = schema.check_choice("on_refusal", on_refusal, schema.ON_REFUSAL)
+            fit = schema.check_choice("output_size", output_size, schema.OUTPUT_SIZES) != "fal"
+            tensors = reference_tensors(image, image_2, image_3)
+            credentials = resolve_credentials(config.key_file())
+            host.send_progress_text(unique_id, f"Uploading {len(tensors)} reference image(s) to fal")
+
+            def cancelled() -> RequestCancelledError:
+                return RequestCancelledError("Cancelled by the user before the request was sent; nothing was paid.")
+
+            references = await until_cancelled(encode_references(tensors), host.interrupted, cancelled)
+            urls = await until_cancelled(reference_urls(credentials, references), host.interrupted, cancelled)
+            height, width = int(tensors[0].shape[0]), int(tensors[0].shape[1])
+            resolution_ = arguments.get("resolution", spec.DEFAULT_RESOLUTION)
+            expected = spec.documented_image_size(arguments["aspect_ratio"], resolution_) or spec.size_for_shape(
+                width, height, resolution_)
+            # The journal knows the references by content, so a rerun finds its request even after a new upload.
+            identity = {**arguments, "image_sha256": [r.sha256 for r in references]}
+            return GrokCall(endpoint, {**arguments, "image_urls": urls}, identity=identity, expected_size=expected,
+                            on_refusal=refusal, fixed_size=(width, height) if fit else None)  # type: ignore[arg-type]
+
+        return await run_generating(unique_id, extra_pnginfo, prepare)
+
+
+class FalGrokImagineEdit(_EditNode):
     """Edit images (one to three references) from a prompt with Grok Imagine on fal.ai."""
 
     DESCRIPTION = (
         "Edit or combine images with a text prompt using xAI's Grok Imagine on fal.ai "
         "(xai/grok-imagine-image/edit, or its quality tier). The first one to three images of 'image' (plus "
         "image_2 and image_3 when connected) are the references; they are uploaded to fal's storage. Needs a fal "
-        "API key (FAL_KEY or Settings > Grok Imagine (fal)); fal bills each generated image."
+        "API key (FAL_KEY or Settings > Grok Imagine (fal)); fal bills each generated image and each reference."
     )
-    FUNCTION = "edit"
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
-            "required": {
-                "image": ("IMAGE", {
-                    "tooltip": "The image(s) to edit: the first one to three images of this batch are the "
-                               "references.",
-                }),
-                "prompt": schema.prompt_input("How to edit or combine the reference images."),
-                "num_images": schema.num_images_input(),
-                "aspect_ratio": schema.aspect_ratio_input(
-                    spec.EDIT_ASPECT_RATIOS, spec.DEFAULT_EDIT_ASPECT_RATIO,
-                    "Width:height of the results; auto keeps the shape of the first reference image.",
-                ),
-                **schema.common_tail_inputs(),
-            },
-            "optional": {
-                "image_2": ("IMAGE", {"tooltip": "Another reference image (its batch's first image)."}),
-                "image_3": ("IMAGE", {"tooltip": "A third reference image (its batch's first image)."}),
-                "tier": schema.tier_input(),
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "required": _required(),
+            "optional": {**_references(), "tier": schema.tier_input(), "on_refusal": schema.on_refusal_input(),
+                         "output_size": schema.output_size_input()},
+            "hidden": schema.HIDDEN,
         }
 
-    async def edit(
-        self,
-        image: Any,
-        prompt: str,
-        num_images: int = 1,
-        aspect_ratio: str = spec.DEFAULT_EDIT_ASPECT_RATIO,
-        resolution: str = spec.DEFAULT_RESOLUTION,
-        output_format: str = spec.DEFAULT_OUTPUT_FORMAT,
-        sync_mode: bool = False,
-        seed: int = 0,
-        image_2: Any = None,
-        image_3: Any = None,
-        tier: str = spec.DEFAULT_TIER,
-        unique_id: str | None = None,
-    ) -> dict[str, Any]:
-        arguments = build_arguments(prompt, num_images, aspect_ratio, resolution, output_format, sync_mode)
-        endpoint = spec.endpoint_for("edit", schema.check_choice("tier", tier, spec.TIERS))
-        tensors = reference_tensors(image, image_2, image_3)
-        credentials = resolve_credentials(config.key_file())
-        host.send_progress_text(unique_id, f"Uploading {len(tensors)} reference image(s) to fal")
-        try:
-            references = await until_interrupted(encode_references(tensors), "")
-            urls = await until_interrupted(reference_urls(credentials, references), "")
-        except RequestCancelledError as exc:
-            raise host.interruption(exc) from exc
-        # The journal knows the references by content, so a rerun finds its request even after a new upload.
-        identity = {**arguments, "image_sha256": [r.sha256 for r in references]}
-        generation = await generate_images(endpoint, {**arguments, "image_urls": urls}, node_id=unique_id,
-                                           identity=identity)
-        return node_output(generation)
+    @classmethod
+    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        tier = schema.check_choice("tier", optional.get("tier", spec.DEFAULT_TIER), spec.TIERS)
+        return spec.ENDPOINT_BY_TIER["edit"][tier], build_arguments(**inputs)
+
+
+class FalGrokImagine2Edit(_EditNode):
+    """Edit images (one to three references) from a prompt with Grok Imagine 2.0 on fal.ai."""
+
+    DESCRIPTION = (
+        "Edit or combine images with a text prompt using xAI's Grok Imagine 2.0 on fal.ai "
+        "(xai/grok-imagine-image/v2.0/edit), at medium or low quality. The first one to three images of 'image' "
+        "(plus image_2 and image_3 when connected) are the references; they are uploaded to fal's storage. Needs a "
+        "fal API key (FAL_KEY or Settings > Grok Imagine (fal)); fal bills each generated image and each reference."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": _required(),
+            "optional": {**_references(), "quality": schema.quality_input(), "on_refusal": schema.on_refusal_input(),
+                         "output_size": schema.output_size_input()},
+            "hidden": schema.HIDDEN,
+        }
+
+    @classmethod
+    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        quality = optional.get("quality", spec.DEFAULT_QUALITY)
+        return spec.V2_EDIT_ENDPOINT, build_v2_arguments(**inputs, quality=quality)

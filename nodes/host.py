@@ -9,8 +9,13 @@ from __future__ import annotations
 import html
 import importlib
 import logging
+from collections.abc import Awaitable
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
+
+from ..fal_transport.errors import RequestCancelledError
+
+T = TypeVar("T")
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -28,12 +33,17 @@ def interrupted() -> bool:
     return bool(mm is not None and mm.processing_interrupted())
 
 
-def interruption(cause: BaseException) -> BaseException:
-    """The exception that ends a node as *interrupted* (not failed) in ComfyUI."""
-    mm = _module("comfy.model_management")
-    if mm is None:
-        return cause
-    return mm.InterruptProcessingException()
+async def run_as_node(work: Awaitable[T]) -> T:
+    """Await a node's work; the user's Cancel ends it as *interrupted* in ComfyUI, not as failed.
+    (The one place where the pack's `RequestCancelledError` becomes ComfyUI's interrupt.)"""
+    try:
+        return await work
+    except RequestCancelledError as exc:
+        mm = _module("comfy.model_management")
+        if mm is None:
+            raise
+        log.info("[Grok Imagine] %s", exc)
+        raise mm.InterruptProcessingException() from exc
 
 
 def send_progress_text(node_id: str | None, text: str) -> None:

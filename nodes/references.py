@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from ..fal_transport.credentials import FalCredentials
-from ..fal_transport.errors import AuthenticationError, FalError, InvalidInputError
-from ..fal_transport.storage import UploadError, upload
+from ..fal_transport.errors import AuthenticationError, FalError, InvalidInputError, UploadError
+from ..fal_transport.storage import upload
 from ..image_io.encode import encode_png
 from . import grok_spec as spec
 
@@ -39,6 +39,12 @@ def _check_image(name: str, value: object) -> torch.Tensor:
         raise InvalidInputError(
             f"'{name}' must be an IMAGE (a batch of images [B, H, W, 3]); got {shape}. Connect an image output "
             "such as Load Image to it.",
+            field=name,
+        )
+    if value.shape[1] == 0 or value.shape[2] == 0:
+        raise InvalidInputError(
+            f"'{name}' is an empty image ({value.shape[2]}x{value.shape[1]} pixels): there is nothing to edit. Check "
+            "the node that makes it (a crop or a mask of zero size, for example).",
             field=name,
         )
     return value

@@ -1,21 +1,28 @@
 """HTTP routes the web extension uses, registered on ComfyUI's server when the pack loads.
 
-    GET    /grok_imagine/pricing   the price table (one table, in Python)
-    GET    /grok_imagine/key       whether a fal key is configured and where from (last 4 chars at most)
-    POST   /grok_imagine/key       {"key": "..."}: store a key in the pack's state directory
-    DELETE /grok_imagine/key       remove the stored key
+    GET    /grok_imagine/pricing       the price table (one table, in Python: nodes/prices.py)
+    GET    /grok_imagine/key           whether a fal key is configured and where from (last 4 chars at most)
+    POST   /grok_imagine/key           {"key": "..."}: store a key in the pack's state directory
+    DELETE /grok_imagine/key           remove the stored key
+    GET    /grok_imagine/spend         today's, this month's and this session's spend, the daily limit, the
+                                       last requests
+    POST   /grok_imagine/spend/limit   {"daily_limit_usd": 5.0 | null}: set or clear the daily limit
 
-No route ever returns the key.
+No route returns the key or an absolute path. Writes are guarded (`route_guard`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from ..fal_transport import config
-from ..fal_transport.credentials import key_status, remove_key_file, save_key_file
-from . import grok_spec, host
+from ..fal_transport.errors import FalConfigError
+from ..fal_transport.key_store import key_status, remove_key_file, save_key_file
+from ..fal_transport.ledger import Ledger
+from . import host, prices
+from .route_guard import write_refusal
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -23,34 +30,69 @@ PREFIX = "/grok_imagine"
 
 
 def key_status_payload() -> dict[str, Any]:
-    return {**key_status(config.key_file()).as_dict(), "state_dir": str(config.state_dir())}
+    return key_status(config.key_file()).as_dict()
 
 
 def set_key(body: Any) -> tuple[int, dict[str, Any]]:
     """(HTTP status, payload) for a request to store a key."""
     key = body.get("key") if isinstance(body, dict) else None
     try:
-        save_key_file(config.key_file(), key)  # type: ignore[arg-type]
-    except ValueError as exc:
+        save_key_file(config.key_file(), key)
+    except FalConfigError as exc:
         return 400, {"error": f"{exc} Paste the key from https://fal.ai/dashboard/keys."}
     except OSError as exc:
-        return 500, {"error": f"Could not store the key in {config.state_dir()}: {exc.strerror}."}
+        return 500, {"error": f"Could not store the key in the pack's state directory: {exc.strerror}."}
     log.info("[Grok Imagine] a fal key was stored in the pack's key file")
     return 200, key_status_payload()
 
 
-def remove_key() -> dict[str, Any]:
-    remove_key_file(config.key_file())
-    return key_status_payload()
+def remove_key() -> tuple[int, dict[str, Any]]:
+    try:
+        remove_key_file(config.key_file())
+    except OSError as exc:
+        return 500, {"error": f"Could not remove the stored key: {exc.strerror}."}
+    return 200, key_status_payload()
+
+
+def spend_payload() -> tuple[int, dict[str, Any]]:
+    try:
+        return 200, Ledger(config.state_dir()).totals().as_dict()
+    except FalConfigError as exc:
+        return 500, {"error": str(exc)}
+
+
+def set_daily_limit(body: Any) -> tuple[int, dict[str, Any]]:
+    value = body.get("daily_limit_usd", "missing") if isinstance(body, dict) else "missing"
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value) or value < 0):
+        return 400, {"error": "daily_limit_usd must be a number of US dollars (0 or more), or null to clear it."}
+    try:
+        Ledger(config.state_dir()).set_daily_limit(None if value is None else float(value))
+    except (FalConfigError, OSError) as exc:
+        return 500, {"error": f"Could not store the daily limit: {exc}"}
+    return spend_payload()
 
 
 def add_routes(routes: Any) -> None:
     """Add the pack's routes to an aiohttp `RouteTableDef` (ComfyUI's `PromptServer.instance.routes`)."""
     from aiohttp import web
 
+    def answer(status_payload: tuple[int, dict[str, Any]]) -> web.Response:
+        status, payload = status_payload
+        return web.json_response(payload, status=status)
+
+    async def guarded_json(request: web.Request) -> tuple[web.Response | None, Any]:
+        refusal = write_refusal(request.headers)
+        if refusal is not None:
+            return answer((refusal[0], {"error": refusal[1]})), None
+        try:
+            return None, await request.json()
+        except ValueError:
+            return None, None
+
     @routes.get(f"{PREFIX}/pricing")
     async def get_pricing(request: web.Request) -> web.Response:
-        return web.json_response(grok_spec.pricing_table())
+        return web.json_response(prices.pricing_table())
 
     @routes.get(f"{PREFIX}/key")
     async def get_key_status(request: web.Request) -> web.Response:
@@ -58,16 +100,22 @@ def add_routes(routes: Any) -> None:
 
     @routes.post(f"{PREFIX}/key")
     async def post_key(request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        status, payload = set_key(body)
-        return web.json_response(payload, status=status)
+        refused, body = await guarded_json(request)
+        return refused or answer(set_key(body))
 
     @routes.delete(f"{PREFIX}/key")
     async def delete_key(request: web.Request) -> web.Response:
-        return web.json_response(remove_key())
+        refused, _ = await guarded_json(request)
+        return refused or answer(remove_key())
+
+    @routes.get(f"{PREFIX}/spend")
+    async def get_spend(request: web.Request) -> web.Response:
+        return answer(spend_payload())
+
+    @routes.post(f"{PREFIX}/spend/limit")
+    async def post_limit(request: web.Request) -> web.Response:
+        refused, body = await guarded_json(request)
+        return refused or answer(set_daily_limit(body))
 
 
 def register() -> bool:

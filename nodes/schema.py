@@ -67,6 +67,35 @@ def common_tail_inputs() -> dict[str, Any]:
     }
 
 
+HIDDEN = {"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO"}
+ON_REFUSAL: tuple[str, ...] = ("fail", "placeholder")
+OUTPUT_SIZES: tuple[str, ...] = ("fal", "match first reference")
+
+
+def quality_input() -> tuple[list[str], dict[str, Any]]:
+    return (list(spec.QUALITIES), {
+        "default": spec.DEFAULT_QUALITY,
+        "tooltip": "medium: Grok Imagine 2.0's better images. low: faster and cheaper. Each is billed at its own "
+                   "price (shown on the node).",
+    })
+
+
+def on_refusal_input() -> tuple[list[str], dict[str, Any]]:
+    return (list(ON_REFUSAL), {
+        "default": "fail",
+        "tooltip": "fail: a content-policy refusal stops the node (and the prompt). placeholder: a neutral grey "
+                   "image of the expected size stands in, revised_prompt says why, and the graph goes on.",
+    })
+
+
+def output_size_input() -> tuple[list[str], dict[str, Any]]:
+    return (list(OUTPUT_SIZES), {
+        "default": "fal",
+        "tooltip": "fal: the images as fal returns them. match first reference: each image scaled to cover the "
+                   "first reference's exact pixel size and centre-cropped (never stretched), to paste an edit back.",
+    })
+
+
 def tier_input() -> tuple[list[str], dict[str, Any]]:
     return (list(spec.TIERS), {
         "default": spec.DEFAULT_TIER,
@@ -75,9 +104,22 @@ def tier_input() -> tuple[list[str], dict[str, Any]]:
     })
 
 
-def check_prompt(prompt: object) -> str:
+def check_prompt(prompt: object, max_chars: int | None = None) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidInputError("The prompt is empty. Type what the image should show into 'prompt'.", field="prompt")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"'prompt' holds a broken character at position {exc.start + 1} (a lone surrogate, left by copying "
+            "from some editors). Retype the text around it, or paste it as plain text.",
+            field="prompt",
+        ) from None
+    if max_chars is not None and len(prompt) > max_chars:
+        raise InvalidInputError(
+            f"'prompt' is {len(prompt):,} characters long; fal takes at most {max_chars:,}. Shorten it.",
+            field="prompt",
+        )
     return prompt
 
 
@@ -101,12 +143,12 @@ def check_num_images(num_images: object) -> int:
 
 def common_arguments(
     prompt: object, num_images: object, aspect_ratio: object, aspect_ratios: tuple[str, ...],
-    resolution: object, output_format: object, sync_mode: object,
+    resolution: object, output_format: object, sync_mode: object, max_prompt_chars: int | None = None,
 ) -> dict[str, Any]:
     """The fields every Grok endpoint takes, checked; `resolution` only when not the default, so the
     body stays valid for an endpoint that does not know the field."""
     arguments: dict[str, Any] = {
-        "prompt": check_prompt(prompt),
+        "prompt": check_prompt(prompt, max_prompt_chars),
         "num_images": check_num_images(num_images),
         "aspect_ratio": check_choice("aspect_ratio", aspect_ratio, aspect_ratios),
         "output_format": check_choice("output_format", output_format, spec.OUTPUT_FORMATS),

@@ -1,4 +1,4 @@
-"""Grok Imagine Image (fal): text to image with xAI's Grok Imagine on fal.ai.
+"""Text to image: Grok Imagine Image (fal) and Grok Imagine 2.0 Image (fal).
 
 The inputs, their order and the outputs are a public contract (saved workflows store widget
 values by position and links by slot): add new inputs only at the end, optional.
@@ -10,70 +10,113 @@ from typing import Any
 
 from . import grok_spec as spec
 from . import schema
-from .generation import Generation, generate_images
-from .previews import save_previews
+from .batches import BatchMember
+from .generate import GrokCall
+from .generating import run_generating
 
 
 def build_arguments(
     prompt: str, num_images: int, aspect_ratio: str, resolution: str, output_format: str, sync_mode: bool
 ) -> dict[str, Any]:
-    """The request body: exactly fal's fields (num_images is the node's total; it is split per request)."""
+    """The request body of Grok Imagine Image: exactly fal's fields (num_images is the node's total; it is
+    split per request)."""
     return schema.common_arguments(prompt, num_images, aspect_ratio, spec.ASPECT_RATIOS, resolution,
                                    output_format, sync_mode)
 
 
-def node_output(generation: Generation) -> dict[str, Any]:
-    """Outputs in contract order, plus what ComfyUI shows on the node: previews and the revised prompt."""
+def build_v2_arguments(
+    prompt: str, num_images: int, aspect_ratio: str, resolution: str, output_format: str, sync_mode: bool,
+    quality: str = spec.DEFAULT_QUALITY,
+) -> dict[str, Any]:
+    """The request body of Grok Imagine 2.0 Image: the same fields plus `quality`."""
+    arguments = schema.common_arguments(prompt, num_images, aspect_ratio, spec.ASPECT_RATIOS, resolution,
+                                        output_format, sync_mode, spec.MAX_PROMPT_CHARS_V2)
+    return {**arguments, "quality": schema.check_choice("quality", quality, spec.QUALITIES)}
+
+
+def _required(prompt_tooltip: str) -> dict[str, Any]:
     return {
-        "ui": {
-            "images": save_previews(generation.files, generation.request_id),
-            "text": [generation.revised_prompt],
-            "request_id": [generation.request_id],
-        },
-        "result": (generation.images, generation.revised_prompt, "\n".join(generation.image_urls)),
+        "prompt": schema.prompt_input(prompt_tooltip),
+        "num_images": schema.num_images_input(),
+        "aspect_ratio": schema.aspect_ratio_input(spec.ASPECT_RATIOS, spec.DEFAULT_ASPECT_RATIO,
+                                                  "Width:height of the images."),
+        **schema.common_tail_inputs(),
     }
 
 
-class FalGrokImagineImage(schema.GrokImagesNode):
+class _TextToImageNode(schema.GrokImagesNode):
+    """What both text-to-image nodes share; each says which endpoint and body its choice input gives."""
+
+    FUNCTION = "generate"
+
+    @classmethod
+    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    async def generate(
+        self, prompt: str, num_images: int = 1, aspect_ratio: str = spec.DEFAULT_ASPECT_RATIO,
+        resolution: str = spec.DEFAULT_RESOLUTION, output_format: str = spec.DEFAULT_OUTPUT_FORMAT,
+        sync_mode: bool = False, seed: int = 0, on_refusal: str = "fail", unique_id: str | None = None,
+        extra_pnginfo: Any = None, **optional: Any,
+    ) -> dict[str, Any]:
+        """`optional`: the node's choice input (tier or quality). The seed is never sent."""
+        inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
+                  "output_format": output_format, "sync_mode": sync_mode}
+
+        async def prepare(member: BatchMember) -> GrokCall:
+            endpoint, arguments = self.endpoint_and_arguments(inputs, optional)
+            size = spec.documented_image_size(arguments["aspect_ratio"],
+                                              arguments.get("resolution", spec.DEFAULT_RESOLUTION))
+            refusal = schema.check_choice("on_refusal", on_refusal, schema.ON_REFUSAL)
+            return GrokCall(endpoint, arguments, identity=arguments, expected_size=size or (1024, 1024),
+                            on_refusal=refusal)  # type: ignore[arg-type]
+
+        return await run_generating(unique_id, extra_pnginfo, prepare)
+
+
+class FalGrokImagineImage(_TextToImageNode):
     """Text to image with Grok Imagine on fal.ai."""
 
     DESCRIPTION = (
         "Generate images from a text prompt with xAI's Grok Imagine on fal.ai (xai/grok-imagine-image, or its "
         "quality tier). Needs a fal API key (FAL_KEY or Settings > Grok Imagine (fal)). fal bills each generated "
-        "image ($0.02 per image on the standard tier at the time of writing)."
+        "image; the price of the next run is shown on the node."
     )
-    FUNCTION = "generate"
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
-            "required": {
-                "prompt": schema.prompt_input(
-                    "What the image should show. Grok may rewrite it; see the revised_prompt output."
-                ),
-                "num_images": schema.num_images_input(),
-                "aspect_ratio": schema.aspect_ratio_input(
-                    spec.ASPECT_RATIOS, spec.DEFAULT_ASPECT_RATIO, "Width:height of the images."
-                ),
-                **schema.common_tail_inputs(),
-            },
-            "optional": {"tier": schema.tier_input()},
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "required": _required("What the image should show. Grok may rewrite it; see the revised_prompt output."),
+            "optional": {"tier": schema.tier_input(), "on_refusal": schema.on_refusal_input()},
+            "hidden": schema.HIDDEN,
         }
 
-    async def generate(
-        self,
-        prompt: str,
-        num_images: int = 1,
-        aspect_ratio: str = spec.DEFAULT_ASPECT_RATIO,
-        resolution: str = spec.DEFAULT_RESOLUTION,
-        output_format: str = spec.DEFAULT_OUTPUT_FORMAT,
-        sync_mode: bool = False,
-        seed: int = 0,
-        tier: str = spec.DEFAULT_TIER,
-        unique_id: str | None = None,
-    ) -> dict[str, Any]:
-        arguments = build_arguments(prompt, num_images, aspect_ratio, resolution, output_format, sync_mode)
-        endpoint = spec.endpoint_for("text-to-image", schema.check_choice("tier", tier, spec.TIERS))
-        generation = await generate_images(endpoint, arguments, node_id=unique_id)
-        return node_output(generation)
+    @classmethod
+    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        tier = schema.check_choice("tier", optional.get("tier", spec.DEFAULT_TIER), spec.TIERS)
+        return spec.ENDPOINT_BY_TIER["text-to-image"][tier], build_arguments(**inputs)
+
+
+class FalGrokImagine2Image(_TextToImageNode):
+    """Text to image with Grok Imagine 2.0 on fal.ai."""
+
+    DESCRIPTION = (
+        "Generate images from a text prompt with xAI's Grok Imagine 2.0 on fal.ai "
+        "(xai/grok-imagine-image/v2.0/text-to-image), at medium or low quality. Needs a fal API key (FAL_KEY or "
+        "Settings > Grok Imagine (fal)). fal bills each generated image; the price of the next run is shown on the "
+        "node."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": _required("What the image should show (at most 8,000 characters). Grok may rewrite it; see "
+                                  "the revised_prompt output."),
+            "optional": {"quality": schema.quality_input(), "on_refusal": schema.on_refusal_input()},
+            "hidden": schema.HIDDEN,
+        }
+
+    @classmethod
+    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return spec.V2_TEXT_TO_IMAGE_ENDPOINT, build_v2_arguments(
+            **inputs, quality=optional.get("quality", spec.DEFAULT_QUALITY))

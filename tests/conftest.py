@@ -8,7 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from comfy_like import TEST_KEY, load_pack
+from comfy_like import TEST_KEY, load_pack, pack_module
 from fake_fal import FakeFal
 
 
@@ -29,7 +29,7 @@ def fake_fal(fake_fal_server: FakeFal, monkeypatch: pytest.MonkeyPatch, tmp_path
     """A clean fake fal, with the pack pointed at it and a valid key in FAL_KEY."""
     fake_fal_server.reset()
     for name in ("FAL_KEY_ID", "FAL_KEY_SECRET", "GROK_IMAGINE_QUEUE_TIMEOUT", "GROK_IMAGINE_TIMEOUT",
-                 "GROK_IMAGINE_DOWNLOAD_TIMEOUT"):
+                 "GROK_IMAGINE_DOWNLOAD_TIMEOUT", "GROK_IMAGINE_DAILY_LIMIT_USD"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FAL_KEY", TEST_KEY)
     monkeypatch.setenv("FAL_QUEUE_BASE_URL", fake_fal_server.url)
@@ -41,3 +41,12 @@ def fake_fal(fake_fal_server: FakeFal, monkeypatch: pytest.MonkeyPatch, tmp_path
 @pytest.fixture(autouse=True)
 def _capture_pack_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="grok_imagine_fal")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state() -> Iterator[None]:
+    """Every test starts as a fresh ComfyUI process would: no cache, claim or client left by another."""
+    process_state = pack_module("fal_transport.process_state")
+    process_state.reset()
+    yield
+    process_state.reset()

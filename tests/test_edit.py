@@ -12,7 +12,6 @@ from fake_comfy import InterruptProcessingException, fake_comfy
 from fake_fal import FakeFal, fake_image_size
 
 errors = pack_module("fal_transport.errors")
-storage = pack_module("fal_transport.storage")
 Edit = pack_module("nodes.edit").FalGrokImagineEdit
 EDIT_PATH = "/xai/grok-imagine-image/edit"
 
@@ -22,12 +21,6 @@ def image(width: int = 320, height: int = 200, batch: int = 1, value: float = 0.
     for i in range(batch):
         tensor[i, :, :, 0] = i / 10  # each image of a batch is different
     return tensor
-
-
-@pytest.fixture(autouse=True)
-def _fresh_upload_cache() -> None:
-    storage._uploads.clear()
-    storage._tokens.clear()
 
 
 async def test_references_are_uploaded_to_fal_storage_and_sent_as_urls(fake_fal: FakeFal) -> None:
@@ -106,7 +99,7 @@ async def test_a_large_reference_that_cannot_be_uploaded_gives_a_clear_error(
 ) -> None:
     monkeypatch.setattr(pack_module("nodes.references"), "DATA_URI_MAX_BYTES", 100)
     fake_fal.faults.upload_status = [400] * 3
-    with pytest.raises(storage.UploadError, match="too large to send inline"):
+    with pytest.raises(errors.UploadError, match="too large to send inline"):
         await run_node(Edit, image=image(), prompt="night")
     assert fake_fal.submits == []
 
@@ -127,7 +120,7 @@ async def test_a_rerun_collects_an_unfinished_edit_even_after_a_new_upload(fake_
     with pytest.raises(errors.ResultError):
         await run_node(Edit, image=image(), prompt="night")
     fake_fal.faults.image_404 = False
-    storage._uploads.clear()  # e.g. after a restart: the reference gets a new URL
+    pack_module("fal_transport.process_state").reset()  # e.g. after a restart: the reference gets a new URL
     images, _, _ = await run_node(Edit, image=image(), prompt="night")
     assert images.shape[0] == 1 and len(fake_fal.submits) == 1
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 decode = pack_module("image_io.decode")
 batch = pack_module("image_io.batch")
+output_batch = pack_module("image_io.output_batch")
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **save_args: object) -> bytes:
@@ -40,23 +41,30 @@ def data_uri(image: Image.Image, fmt: str = "PNG") -> str:
     return f"data:image/{fmt.lower()};base64,{base64.b64encode(encoded(image, fmt)).decode()}"
 
 
+async def load_images(uris: list[str]) -> torch.Tensor:
+    """The node's own path: every image fetched and decoded into its slot of one output batch."""
+    out = output_batch.OutputBatch(len(uris), key=None)
+    files = await out.fetch(uris, first_slot=0, timeout_s=10, request_id=None)
+    return await out.finish(files)
+
+
 async def test_a_batch_is_float32_zero_to_one_on_the_cpu_with_every_pixel_exact() -> None:
     rng = np.random.default_rng(7)
     pixels = rng.integers(0, 256, size=(3, 300, 700, 3), dtype=np.uint8)  # several strips per image
     uris = [data_uri(Image.fromarray(p)) for p in pixels]
-    loaded = await batch.load_images(uris, timeout_s=10)
-    assert loaded.images.dtype == torch.float32 and loaded.images.device.type == "cpu"
-    assert tuple(loaded.images.shape) == (3, 300, 700, 3) and loaded.images.is_contiguous()
-    assert torch.equal(loaded.images, torch.from_numpy(pixels.astype(np.float32) / 255.0))  # as LoadImage does
+    images = await load_images(uris)
+    assert images.dtype == torch.float32 and images.device.type == "cpu"
+    assert tuple(images.shape) == (3, 300, 700, 3) and images.is_contiguous()
+    assert torch.equal(images, torch.from_numpy(pixels.astype(np.float32) / 255.0))  # as LoadImage does
 
 
 async def test_images_of_another_size_are_fitted_to_the_first_without_distortion() -> None:
     first = Image.new("RGB", (80, 40))
     square = Image.new("RGB", (60, 60))
     square.paste((255, 255, 255), (20, 0, 40, 60))  # a white centre column survives a centre crop
-    loaded = await batch.load_images([data_uri(first), data_uri(square)], timeout_s=10)
-    assert tuple(loaded.images.shape) == (2, 40, 80, 3)
-    assert float(loaded.images[1, 20, 40, 0]) > 0.9 and float(loaded.images[1, 20, 2, 0]) < 0.1
+    images = await load_images([data_uri(first), data_uri(square)])
+    assert tuple(images.shape) == (2, 40, 80, 3)
+    assert float(images[1, 20, 40, 0]) > 0.9 and float(images[1, 20, 2, 0]) < 0.1
 
 
 def test_a_prepared_batch_of_the_wrong_size_is_replaced_not_used() -> None:

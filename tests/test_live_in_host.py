@@ -1,4 +1,4 @@
-"""Living in ComfyUI: progress on the node, Cancel that stops fal, time limits, previews, key routes.
+"""Living in ComfyUI: progress on the node, Cancel that stops fal, time limits, previews.
 
 ComfyUI's modules are replaced by small stand-ins (tests/fake_comfy.py) exposing only the surface
 the pack uses; the real host is exercised in tests/e2e/.
@@ -7,23 +7,17 @@ the pack uses; the real host is exercised in tests/e2e/.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp import web
-from comfy_like import TEST_KEY, pack_module, run_node, run_node_raw
+from comfy_like import pack_module, run_node, run_node_raw
 from fake_comfy import FakeHost, InterruptProcessingException, fake_comfy
 from fake_fal import FakeFal
 
 text_to_image = pack_module("nodes.text_to_image")
 errors = pack_module("fal_transport.errors")
-routes = pack_module("nodes.routes")
 Node = text_to_image.FalGrokImagineImage
 
 INPUTS = {"prompt": "a quiet harbour", "num_images": 2, "aspect_ratio": "1:1", "resolution": "1k",
@@ -139,91 +133,3 @@ async def test_without_comfyui_the_node_still_runs_and_simply_shows_no_previews(
     returned = await run_node_raw(Node, **INPUTS)
     assert returned["ui"]["images"] == []
     assert returned["result"][0].shape[0] == 2
-
-
-# ---- the key setting and the price table, served to the web extension ----
-
-
-@pytest.fixture
-async def pack_routes(fake_fal: FakeFal) -> aiohttp.ClientSession:
-    table = web.RouteTableDef()
-    routes.add_routes(table)
-    app = web.Application()
-    app.add_routes(table)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
-        yield session
-    await runner.cleanup()
-
-
-async def test_the_price_table_is_served_from_python(pack_routes: aiohttp.ClientSession) -> None:
-    async with pack_routes.get("/grok_imagine/pricing") as response:
-        table = await response.json()
-    entry = table["nodes"]["FalGrokImagineImage"]
-    assert (entry["count_input"], entry["tier_input"], entry["max_images_per_request"]) == ("num_images", "tier", 4)
-    assert entry["tiers"]["standard"] == {"endpoint": "xai/grok-imagine-image", "price_per_image": 0.02}
-    assert entry["tiers"]["quality"]["endpoint"] == "xai/grok-imagine-image/quality/text-to-image"
-    assert set(table["nodes"]) == {"FalGrokImagineImage", "FalGrokImagineEdit"}
-
-
-async def test_the_key_status_names_its_source_and_never_returns_the_key(
-    pack_routes: aiohttp.ClientSession,
-) -> None:
-    async with pack_routes.get("/grok_imagine/key") as response:
-        text = await response.text()
-    status = json.loads(text)
-    assert status["configured"] is True and "FAL_KEY" in status["source"]
-    assert status["last4"] == TEST_KEY[-4:]
-    assert TEST_KEY[:-4] not in text and TEST_KEY.split(":")[1][:-4] not in text
-
-
-async def test_a_key_set_in_the_settings_is_stored_privately_and_the_environment_wins(
-    pack_routes: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    stored_key = "stored-id:stored-secret-99887766"
-    async with pack_routes.post("/grok_imagine/key", json={"key": stored_key}) as response:
-        body = await response.text()
-    assert response.status == 200 and "stored-secret" not in body
-    key_file = Path(os.environ["GROK_IMAGINE_STATE_DIR"]) / "fal_key"
-    assert key_file.read_text().strip() == stored_key
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    async with pack_routes.get("/grok_imagine/key") as response:
-        status = await response.json()
-    assert status["environment_wins"] is True and "FAL_KEY" in status["source"]
-
-    monkeypatch.delenv("FAL_KEY")
-    async with pack_routes.get("/grok_imagine/key") as response:
-        status = await response.json()
-    assert status["source"].startswith("key file") and status["last4"] == "7766"
-
-    async with pack_routes.delete("/grok_imagine/key") as response:
-        status = await response.json()
-    assert status["configured"] is False and not key_file.exists()
-
-
-async def test_a_key_stored_in_the_settings_is_used_when_no_variable_is_set(
-    fake_fal: FakeFal, pack_routes: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with pack_routes.post("/grok_imagine/key", json={"key": TEST_KEY}) as response:
-        assert response.status == 200
-    monkeypatch.delenv("FAL_KEY")
-    images, _, _ = await run_node(Node, **{**INPUTS, "num_images": 1})
-    assert images.shape[0] == 1
-
-
-@pytest.mark.parametrize("bad", ["", "   ", "two words", None, 42])
-async def test_a_malformed_key_is_refused_with_a_reason(pack_routes: aiohttp.ClientSession, bad: object) -> None:
-    async with pack_routes.post("/grok_imagine/key", json={"key": bad}) as response:
-        body = await response.json()
-    assert response.status == 400 and "fal.ai/dashboard/keys" in body["error"]
-
-
-def test_the_state_directory_is_outside_anything_comfyui_serves(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = pack_module("fal_transport.config")
-    monkeypatch.delenv("GROK_IMAGINE_STATE_DIR", raising=False)
-    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
-    assert config.state_dir() == Path.home() / ".local" / "state" / "grok-imagine-fal"

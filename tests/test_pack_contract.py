@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from comfy_like import ROOT, load_pack, pack_module
+from comfy_like import ROOT, load_pack
+from PIL import Image
 from workflow_ui import load_workflow, node_info, to_api_prompt, widget_inputs
 
 WORKFLOWS = ROOT / "tests" / "workflows"
@@ -59,8 +60,9 @@ def test_text_to_image_inputs_keep_their_names_order_kinds_and_defaults(pack) ->
     assert required["prompt"][1]["multiline"] is True
     assert (required["num_images"][1]["min"], required["num_images"][1]["max"]) == (1, 16)
     optional = node.INPUT_TYPES()["optional"]
-    assert list(optional) == ["tier"] and optional["tier"][0] == ["standard", "quality"]
+    assert list(optional) == ["tier", "on_refusal"] and optional["tier"][0] == ["standard", "quality"]
     assert optional["tier"][1]["default"] == "standard"
+    assert optional["on_refusal"][0] == ["fail", "placeholder"] and optional["on_refusal"][1]["default"] == "fail"
     assert required["seed"][1]["control_after_generate"] is True
     assert "not sent" in required["seed"][1]["tooltip"].lower()
 
@@ -70,7 +72,9 @@ def test_edit_node_inputs_and_outputs_keep_their_contract(pack) -> None:
     types = node.INPUT_TYPES()
     assert list(types["required"]) == ["image", "prompt", "num_images", "aspect_ratio", "resolution",
                                        "output_format", "sync_mode", "seed"]
-    assert list(types["optional"]) == ["image_2", "image_3", "tier"]
+    assert list(types["optional"]) == ["image_2", "image_3", "tier", "on_refusal", "output_size"]
+    assert types["optional"]["output_size"][0] == ["fal", "match first reference"]
+    assert types["optional"]["output_size"][1]["default"] == "fal"
     ratios, options = types["required"]["aspect_ratio"]
     assert ratios[0] == "auto" and options["default"] == "auto"
     assert ratios[1:] == TEXT_TO_IMAGE_CONTRACT[2][1]
@@ -120,20 +124,18 @@ FROZEN_WORKFLOWS = sorted(p.name for p in WORKFLOWS.glob("*.v*.json"))
 
 @pytest.mark.parametrize("workflow_file", FROZEN_WORKFLOWS)
 def test_every_published_workflow_still_builds_the_same_fal_request(pack, workflow_file: str) -> None:
-    spec = pack_module("nodes.grok_spec")
-    builders = {"FalGrokImagineImage": ("text-to-image", pack_module("nodes.text_to_image").build_arguments),
-                "FalGrokImagineEdit": ("edit", pack_module("nodes.edit").build_arguments)}
     workflow = load_workflow(WORKFLOWS / workflow_file)
     built = {}
     for node in workflow["nodes"]:
-        if node["type"] not in builders:
+        node_class = pack.NODE_CLASS_MAPPINGS.get(node["type"])
+        if node_class is None or not hasattr(node_class, "endpoint_and_arguments"):
             continue
-        kind, build = builders[node["type"]]
-        node_class = pack.NODE_CLASS_MAPPINGS[node["type"]]
-        values = widget_inputs(node_info(node_class), node["widgets_values"])
+        info = node_info(node_class)
+        values = widget_inputs(info, node["widgets_values"])
         values.pop("seed", None)
-        tier = values.pop("tier", node_class.INPUT_TYPES()["optional"]["tier"][1]["default"])
-        built[str(node["id"])] = {"endpoint": spec.endpoint_for(kind, tier), "arguments": build(**values)}
+        optional = {name: values.pop(name) for name in info["input_order"].get("optional", []) if name in values}
+        endpoint, arguments = node_class.endpoint_and_arguments(values, optional)
+        built[str(node["id"])] = {"endpoint": endpoint, "arguments": arguments}
     assert built == EXPECTED_REQUESTS[workflow_file]
 
 
@@ -147,13 +149,19 @@ def test_every_example_workflow_uses_registered_nodes_with_complete_widgets(pack
             values = widget_inputs(info, node["widgets_values"])
             widget_names = [n for section in ("required", "optional") for n in info["input_order"][section]
                             if n not in ("image", "image_2", "image_3")]
-            assert list(values) == widget_names[: len(values)] and len(values) >= 7, example
+            assert list(values) == widget_names[: len(values)], example
             prompt = to_api_prompt({"nodes": [node], "links": workflow["links"]}, {node["type"]: info})
             assert prompt[str(node["id"])]["class_type"] == node["type"]
-    assert (ROOT / "example_workflows" / example).with_suffix(".json").exists()
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "example_workflows").glob("*.json")))
+def test_every_example_workflow_has_a_thumbnail_that_comfyui_can_show(example: str) -> None:
+    thumbnail = (ROOT / "example_workflows" / example).with_suffix(".jpg")
+    with Image.open(thumbnail) as image:  # a missing, empty or broken thumbnail fails here
+        assert image.format == "JPEG" and min(image.size) >= 200
 
 
 def test_frozen_copies_exist_for_every_example_workflow() -> None:
     frozen = {p.name.split(".v")[0] for p in WORKFLOWS.glob("*.v*.json")}
     examples = {Path(p).stem for p in (ROOT / "example_workflows").glob("*.json")}
-    assert examples <= frozen
+    assert examples and examples <= frozen

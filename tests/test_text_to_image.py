@@ -165,7 +165,7 @@ async def test_a_rejected_key_reads_well_and_never_shows_the_key(
 async def test_invalid_input_names_the_field_fal_rejected(fake_fal: FakeFal) -> None:
     queue_module = pack_module("fal_transport.queue")
     credentials = pack_module("fal_transport.credentials").resolve_credentials()
-    with pytest.raises(errors.InvalidInputError) as caught:
+    with pytest.raises(errors.InputRejectedError) as caught:
         await queue_module.FalQueue(credentials).submit(spec.TEXT_TO_IMAGE_ENDPOINT, {"prompt": "x", "num_images": 9})
     assert caught.value.field == "num_images"
     assert "input 'num_images'" in str(caught.value) and TEST_KEY not in str(caught.value)

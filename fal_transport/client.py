@@ -1,0 +1,128 @@
+"""The pack's HTTP client: one per running event loop, held by leases and closed when the last one ends.
+
+ComfyUI runs every prompt in a fresh event loop (`asyncio.run`), and an `httpx.AsyncClient` must not
+outlive its loop: its connections belong to it. So each loop gets one client (and one set of
+admission limits) while somebody holds a `lease()`; when the last lease of that loop ends, the
+client is closed and its sockets with it. Nothing stays behind from one prompt to the next, and
+the SSL context, which costs tens of milliseconds to build, is built once per process.
+
+Caps, per event loop (that is, per ComfyUI prompt, whatever its size):
+- `MAX_CONNECTIONS` open connections (to fal's queue, storage and CDN together);
+- `MAX_STREAMS` status streams; requests past it wait for a stream and poll meanwhile;
+- `MAX_SUBMITS` submits in flight; the others wait their turn before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+
+from .aio import run_to_end
+from .process_state import current
+
+USER_AGENT = "grok-imagine-fal (ComfyUI custom nodes)"
+MAX_CONNECTIONS = 64
+MAX_KEEPALIVE = 32
+MAX_STREAMS = 32
+MAX_SUBMITS = 16
+MAX_REDIRECTS = 5
+ATTEMPT_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+
+
+class Slots:
+    """`size` slots granted first come, first served. `request()` gives a future that is done once a
+    slot is granted: a waiter may do other work meanwhile (poll) and `give_up` without losing a slot."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def request(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            future.set_result(None)
+        else:
+            self._waiters.append(future)
+        return future
+
+    def give_up(self, future: asyncio.Future[None]) -> None:
+        """The holder of `future` is done with it: its slot (if granted) passes to the next waiter."""
+        if future.done() and not future.cancelled():
+            self.free += 1
+        else:
+            future.cancel()
+        while self.free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.free -= 1
+                waiter.set_result(None)
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for waiter in self._waiters if not waiter.done())
+
+
+@dataclass
+class LoopClient:
+    """The client of one event loop, and the admission limits its requests share."""
+
+    client: httpx.AsyncClient
+    streams: Slots = field(default_factory=lambda: Slots(MAX_STREAMS))
+    submits: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_SUBMITS))
+    leases: int = 0
+    pollers: int = 0  # requests following their status by polling now
+
+
+def ssl_context() -> ssl.SSLContext:
+    """The process's SSL context (certificate store honouring SSL_CERT_FILE/SSL_CERT_DIR), built once."""
+    state = current()
+    with state.lock:
+        if state.ssl_context is None:
+            state.ssl_context = httpx.create_ssl_context(trust_env=True)
+        return state.ssl_context
+
+
+def _new_client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(ATTEMPT_TIMEOUT_S, connect=CONNECT_TIMEOUT_S, pool=None),
+        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE),
+        headers={"User-Agent": USER_AGENT},
+        follow_redirects=True,
+        max_redirects=MAX_REDIRECTS,
+        trust_env=True,
+        verify=ssl_context(),
+    )
+
+
+@contextlib.asynccontextmanager
+async def lease() -> AsyncIterator[LoopClient]:
+    """Use the running loop's client for the block; leases nest (a node holds one for its whole run,
+    each request takes one more), and the last one to end closes the client."""
+    loop = asyncio.get_running_loop()
+    loops = current().loops
+    entry: LoopClient | None = loops.get(loop)
+    if entry is None or entry.client.is_closed:
+        entry = LoopClient(_new_client())
+        loops[loop] = entry
+    entry.leases += 1
+    try:
+        yield entry
+    finally:
+        entry.leases -= 1
+        if entry.leases == 0:
+            if loops.get(loop) is entry:
+                del loops[loop]
+            await run_to_end(entry.client.aclose())
+
+
+def open_clients() -> int:
+    """How many clients are open now (0 once every node has ended): for the tests' leak checks."""
+    return sum(1 for entry in current().loops.values() if not entry.client.is_closed)
