@@ -16,6 +16,7 @@ Library use::
 Script use (until SIGTERM / Ctrl-C; prints ``FAKE_FAL_URL=http://127.0.0.1:PORT`` once listening)::
 
     python tests/fake_fal.py --port 8765 [--key K ...] [--queue-time S] [--run-time S] [--cdn-latency S]
+                             [--account-concurrency N]
 
 Protocol (mirrors fal's queue API)
 ----------------------------------
@@ -23,15 +24,21 @@ Queue requests need ``Authorization: Key <key>`` (any non-empty key unless `acce
 given); otherwise 401 ``{"detail": "Invalid or missing API key"}``.
 
 ``POST /{endpoint}``
-    Submit. Endpoints: ``xai/grok-imagine-image``, ``xai/grok-imagine-image/quality/text-to-image``,
-    ``xai/grok-imagine-image/edit``, ``xai/grok-imagine-image/quality/edit``; others give 404.
+    Submit. Endpoints (`ENDPOINTS`): ``xai/grok-imagine-image``,
+    ``xai/grok-imagine-image/quality/text-to-image``, ``xai/grok-imagine-image/edit``,
+    ``xai/grok-imagine-image/quality/edit`` and Grok Imagine 2.0's
+    ``xai/grok-imagine-image/v2.0/text-to-image`` and ``xai/grok-imagine-image/v2.0/edit``
+    (`V2_ENDPOINTS`); others give 404. `TEXT_ENDPOINTS` / `EDIT_ENDPOINTS` split them by kind.
     The body is validated (422 ``{"detail": [{"loc": ["body", FIELD], "msg", "type"}]}``):
-    ``prompt`` (required, non-blank), ``num_images`` 1..4, ``aspect_ratio`` (see
-    `ASPECT_RATIOS`; the edit endpoints also accept ``auto``, their default), ``resolution``
-    1k|2k, ``output_format`` jpeg|png|webp, ``sync_mode`` bool, and on the edit endpoints
-    ``image_urls`` (1..3 http(s) URLs or data URIs). Any other field is refused with type
-    ``extra_forbidden`` (stricter than fal on purpose, so stray fields are caught).
-    200 answer: ``{request_id, response_url, status_url, cancel_url, queue_position}``; request
+    ``prompt`` (required, non-blank; on the 2.0 endpoints at most 8,000 characters, else type
+    ``string_too_long``), ``num_images`` 1..4, ``aspect_ratio`` (see `ASPECT_RATIOS`; the edit
+    endpoints also accept ``auto``, their default), ``resolution`` 1k|2k, ``output_format``
+    jpeg|png|webp, ``sync_mode`` bool, on the edit endpoints ``image_urls`` (1..3 http(s) URLs or
+    data URIs), and on the 2.0 endpoints only ``quality`` low|medium (default medium; kept in
+    `Job.quality`). Any other field, ``quality`` on the older endpoints included, is refused with
+    type ``extra_forbidden`` (stricter than fal on purpose, so stray fields are caught).
+    200 answer: ``{request_id, response_url, status_url, cancel_url, queue_position}``
+    (``queue_position`` 0, or the job's place in the account queue when there is one); request
     URLs use only ``owner/app`` (``xai/grok-imagine-image/requests/ID``) like fal does.
 ``GET  .../requests/ID/status[?logs=1]``
     ``{"status": "IN_QUEUE"|"IN_PROGRESS"|"COMPLETED", ...}`` with ``queue_position`` while
@@ -39,7 +46,8 @@ given); otherwise 401 ``{"detail": "Invalid or missing API key"}``.
     ``error_type``. Unknown ids give 404.
 ``GET  .../requests/ID/status/stream[?logs=1]``
     Server-sent events: ``data: <status json>`` at once and on every change (checked every
-    20 ms), ``: ping`` about once a second, and the connection closes after COMPLETED.
+    20 ms, but only when something can have changed, so hundreds of idle streams are cheap),
+    ``: ping`` about once a second, and the connection closes after COMPLETED.
 ``GET  .../requests/ID``
     The result: 400 while running; ``{"images": [{url, content_type, file_name, width,
     height}], "revised_prompt": "Revised: <prompt>"}``; a content-policy failure gives 422 with
@@ -59,7 +67,25 @@ given); otherwise 401 ``{"detail": "Invalid or missing API key"}``.
 
 A job is IN_QUEUE for `queue_time` seconds after its submit (queue_position = remaining
 seconds * 2), IN_PROGRESS for `run_time` seconds (logs "Generating image i/N" as it goes), then
-COMPLETED. `fake_image_size` is a fixed table: at 1k the sizes xAI documents for Grok Imagine
+COMPLETED.
+
+Account concurrency (``FakeFal(account_concurrency=N)``, ``--account-concurrency N``, or the
+``account_concurrency`` fault, which overrides it when not None; None or 0: no limit, the
+default): at most N jobs are IN_PROGRESS at once across the whole server. A job is eligible to
+start `queue_time` after its submit; jobs then start strictly in submit order (FIFO) as slots
+free, a slot freeing when a running job completes, is cancelled or is completed by
+`FakeFal.complete_job`; each then runs its `run_time`. While waiting a job is IN_QUEUE with
+``queue_position`` = the number of queued jobs submitted before it (0: next to run), so positions
+count down as jobs finish; a cancelled queued job leaves the queue and the positions behind it
+drop. ``never_complete`` jobs hold their slot until cancelled; ``stuck_in_queue`` jobs stay out of
+the account queue (no slot, not counted in others' positions; their position never changes). A
+change of the limit takes effect when the fake next looks at the queue (any request). States are
+worked out lazily from the clock under the lock (no thread per job; O(1) per status between
+events), so 400+ jobs and 400 open streams are cheap. Every job records `Job.started_at` and
+`Job.completed_at` (monotonic; None until then), and `FakeFal.max_running_seen` is the most
+jobs ever IN_PROGRESS at once (limit or not) since the last reset.
+
+`fake_image_size` is a fixed table: at 1k the sizes xAI documents for Grok Imagine
 (as listed by Runware's model page, which serves the same xAI model), at 2k each side doubled (an
 assumption: no published 2k table was found)::
 
@@ -77,10 +103,10 @@ assumption: no published 2k table was found)::
 Faults (`Faults`, all off by default; mutable at any time)
 ----------------------------------------------------------
 Lists of status codes are consumed one per matching request (pop front). 429 answers carry
-``Retry-After: 0``; 502/503/504 answers look like a front door (HTML, no ``x-fal-request-id``).
-Job-shaping faults (``never_complete``, ``stuck_in_queue``, errors, ``mixed_sizes``,
-``run_time``/``queue_time``) are copied into the `Job` at submit time; the others act when a
-request arrives.
+``Retry-After: 0`` (unless ``retry_after`` is set); 502/503/504 answers look like a front door
+(HTML, no ``x-fal-request-id``). Job-shaping faults (``never_complete``, ``stuck_in_queue``,
+errors and content-policy refusals, ``mixed_sizes``, ``run_time``/``queue_time``) are copied into
+the `Job` at submit time; the others act when a request arrives.
 
 - ``submit_status``: answer the next submits with these codes, creating no job.
 - ``submit_accept_then_status``: create the job but answer with this code (and the request id)
@@ -104,19 +130,59 @@ request arrives.
   ``image_wrong_content_type`` (a valid image as text/html), ``mixed_sizes`` (image N > 0 is
   ``64 * N`` pixels narrower than image 0).
 - ``run_time``, ``queue_time``, ``cdn_latency``: override the server's settings when not None.
+- ``account_concurrency``: overrides `FakeFal.account_concurrency` when not None (0: no limit);
+  see "Account concurrency" above.
+- ``submit_delay`` (seconds): an accepted submit creates its job at once but its answer (200, or
+  the ``submit_accept_then_status`` one) is sent only after this delay; if the client hangs up
+  meanwhile the job still exists.
+- ``result_trickle`` (seconds): a 200 result (the JSON, or ``result_body``) is sent one byte every
+  this many seconds, with the full, correct Content-Length.
+- ``foreign_urls``: the submit answer's ``status_url``, ``response_url`` and ``cancel_url`` point
+  at the "foreign host" (`FakeFal.foreign_url`, a second server on another 127.0.0.1 port, started
+  on first use) instead of the fake. It answers anything fal-like (status COMPLETED, a stream of
+  one COMPLETED event, a result whose image is on the foreign host, cancel 400
+  ALREADY_COMPLETED) and records every request (`RecordedRequest`, kind "foreign": method, path,
+  headers, body) in `FakeFal.foreign_requests`. A well-behaved client builds its own URLs from the
+  queue base URL and the request id, so tests assert ``fake.foreign_requests == []``.
+- ``retry_after`` (a string): every 429 and 503 answer the fake gives (the submit, status,
+  result, cancel, image, upload and accept-then codes) carries ``Retry-After: <that string>``,
+  exactly, instead of the default (``0`` on 429, none on 503): e.g. ``"inf"``, ``"1e12"``,
+  ``"nan"``, ``"-5"`` or an HTTP date (`http_date`).
+- ``content_policy_every`` (N): the k-th accepted submit since the last reset (1-based, every
+  accepted submit counts, whichever endpoint) is refused under the content policy when
+  k % N == 0, like ``content_policy``.
+- ``content_policy_prompts`` (strings): jobs whose prompt contains any of these substrings
+  (case-sensitive) are refused under the content policy.
+
+What the fake records
+---------------------
+`FakeFal.requests` (every request but control ones), `submits` (accepted ones), `cancels`
+(request ids), `uploads`, `jobs`, `foreign_requests`; `max_running_seen`; `open_streams` /
+`max_open_streams` (status streams open now / at most at once); `open_connections` /
+`max_open_connections` (TCP connections to the fake, not the foreign host, open now / at most at
+once); `job_times()` (per job ``submitted_at``/``started_at``/``completed_at`` in seconds since
+`FakeFal.epoch`, None when not yet). `reset()` clears them; the high-water marks restart from what
+is open now.
 
 Control endpoints (no auth, never recorded): ``POST /_fake/faults`` (JSON object of fault
-fields to set), ``GET /_fake/faults``, ``POST /_fake/reset``, ``GET /_fake/log``.
+fields to set), ``GET /_fake/faults``, ``POST /_fake/reset``, ``GET /_fake/log`` (`log_json`:
+``submits``, ``cancels``, ``requests``, ``uploads``, ``jobs`` (id: state), ``job_times``,
+``max_running_seen``, ``open_streams``, ``max_open_streams``, ``open_connections``,
+``max_open_connections``, ``foreign_requests``).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import contextlib
 import dataclasses
+import email.utils
 import io
+import itertools
 import json
+import math
 import random
 import re
 import signal
@@ -144,20 +210,23 @@ __all__ = [
     "EDIT_ENDPOINTS",
     "ENDPOINTS",
     "TEXT_ENDPOINTS",
+    "V2_ENDPOINTS",
     "FakeFal",
     "Faults",
     "Job",
     "RecordedRequest",
     "fake_image_size",
+    "http_date",
     "index_colour",
     "index_from_colour",
     "render_image",
 ]
 
 APP = "xai/grok-imagine-image"
-TEXT_ENDPOINTS = (APP, f"{APP}/quality/text-to-image")
-EDIT_ENDPOINTS = (f"{APP}/edit", f"{APP}/quality/edit")
-ENDPOINTS = TEXT_ENDPOINTS + EDIT_ENDPOINTS
+V2_ENDPOINTS = (f"{APP}/v2.0/text-to-image", f"{APP}/v2.0/edit")  # Grok Imagine 2.0
+TEXT_ENDPOINTS = (APP, f"{APP}/quality/text-to-image", V2_ENDPOINTS[0])
+EDIT_ENDPOINTS = (f"{APP}/edit", f"{APP}/quality/edit", V2_ENDPOINTS[1])
+ENDPOINTS = (*TEXT_ENDPOINTS[:2], *EDIT_ENDPOINTS[:2], *V2_ENDPOINTS)  # the older four first, as before
 
 _LANDSCAPE = ("2:1", "20:9", "19.5:9", "16:9", "4:3", "3:2")
 ASPECT_RATIOS = (*_LANDSCAPE, "1:1", "2:3", "3:4", "9:16", "9:19.5", "9:20", "1:2")
@@ -166,6 +235,9 @@ OUTPUT_FORMATS = ("jpeg", "png", "webp")
 LONG_SIDE = {"1k": 1024, "2k": 2048}
 MAX_NUM_IMAGES = 4
 MAX_IMAGE_URLS = 3
+QUALITIES = ("low", "medium")  # Grok Imagine 2.0 only
+DEFAULT_QUALITY = "medium"
+MAX_PROMPT_CHARS_V2 = 8000
 
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
@@ -178,6 +250,7 @@ FRONT_DOOR_STATUS = frozenset({502, 503, 504})
 BOMB_SIDE = 30000
 TRICKLE_CHUNK = 64
 STREAM_TICK_S = 0.02
+STREAM_MAX_IDLE_S = 0.25  # a stream re-checks at least this often even when nothing is due to change
 
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 
@@ -299,8 +372,27 @@ def bomb_png(side: int = BOMB_SIDE) -> bytes:
         return _bomb_cache[0]
 
 
+def http_date(wall_time: float) -> str:
+    """`wall_time` (seconds since the epoch, like `time.time()`) as an HTTP date, e.g. for
+    `Faults.retry_after`: ``http_date(time.time() + 3)`` is "retry in 3 s" in date form."""
+    return email.utils.formatdate(wall_time, usegmt=True)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_seconds(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and value >= 0
+
+
+def _header_safe(value: str) -> bool:
+    """Can `value` go out as one HTTP header value (latin-1, no line breaks)?"""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return not any(c in value for c in "\r\n\0")
 
 
 def _unrecorded() -> RecordedRequest:
@@ -375,6 +467,13 @@ class Faults:
     run_time: float | None = None
     queue_time: float | None = None
     cdn_latency: float | None = None
+    account_concurrency: int | None = None
+    submit_delay: float | None = None
+    result_trickle: float | None = None
+    foreign_urls: bool = False
+    retry_after: str | None = None
+    content_policy_every: int | None = None
+    content_policy_prompts: list[str] | None = None
 
     def clear(self) -> None:
         """Back to all-off, in place (so references held by tests stay valid)."""
@@ -400,10 +499,20 @@ class Faults:
                 valid = isinstance(value, bool)
             elif isinstance(default, int):
                 valid = _is_int(value)
-            elif name in ("run_time", "queue_time", "cdn_latency", "image_trickle"):
-                valid = value is None or ((_is_int(value) or isinstance(value, float)) and value >= 0)
+            elif value is None:
+                valid = True
+            elif name in ("run_time", "queue_time", "cdn_latency", "image_trickle", "submit_delay", "result_trickle"):
+                valid = _is_seconds(value)
             elif name == "submit_accept_then_status":
-                valid = value is None or _is_int(value)
+                valid = _is_int(value)
+            elif name == "account_concurrency":
+                valid = _is_int(value) and value >= 0
+            elif name == "content_policy_every":
+                valid = _is_int(value) and value >= 1
+            elif name == "content_policy_prompts":
+                valid = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            elif name == "retry_after":
+                valid = isinstance(value, str) and _header_safe(value)
             else:
                 valid = True
             if not valid:
@@ -419,7 +528,14 @@ class Faults:
 
 @dataclass
 class Job:
-    """One accepted request. Times are `time.monotonic()` seconds; fields may be edited by tests."""
+    """One accepted request. Times are `time.monotonic()` seconds; fields may be edited by tests
+    (the timing fields before the job starts).
+
+    `started_at` / `completed_at` are when it went IN_PROGRESS / COMPLETED (None until then; a job
+    cancelled while queued never starts). They are worked out lazily from the clock: any status,
+    stream or result request, `FakeFal.state_of`, `FakeFal.log_json` or
+    `FakeFal.max_running_seen` brings them up to date.
+    """
 
     request_id: str
     endpoint: str
@@ -445,6 +561,15 @@ class Job:
     cancelled: bool = False
     completed_at: float | None = None
     base_url: str = ""
+    quality: str | None = None  # Grok Imagine 2.0 endpoints only
+    started_at: float | None = None
+    seq: int = field(default=0, repr=False)  # submit order (FIFO rank in the account queue)
+    generation: int = field(default=0, repr=False)  # FakeFal.reset() count when submitted
+
+    @property
+    def eligible_at(self) -> float:
+        """When the job may start running: submit time + queue time."""
+        return self.submitted_at + self.queue_time
 
     def result(self) -> dict[str, Any]:
         """The result JSON of a successful job (before any `result_images_override`)."""
@@ -487,8 +612,10 @@ class Job:
         return bool(self.error or self.error_type)
 
     def log_script(self) -> list[tuple[float, str, str]]:
-        """(offset from submit, level, message) of every log line the job can emit."""
-        q, r, n = self.queue_time, self.run_time, self.num_images
+        """(offset from submit, level, message) of every log line the job can emit (offsets count
+        from when it started, or from its queue time while it has not)."""
+        q = self.queue_time if self.started_at is None else self.started_at - self.submitted_at
+        r, n = self.run_time, self.num_images
         lines = [(q, "INFO", f"Starting Grok Imagine: {n} image(s), {self.aspect_ratio}, {self.resolution}")]
         lines += [(q + r * i / n, "INFO", f"Generating image {i + 1}/{n}") for i in range(n)]
         if self.failed:
@@ -519,6 +646,7 @@ def validate_arguments(endpoint: str, body: Any) -> tuple[dict[str, Any], list[d
         error([], "Input should be a valid dictionary or object", "model_attributes_type")
         return {}, errors
     edit = endpoint in EDIT_ENDPOINTS
+    v2 = endpoint in V2_ENDPOINTS
     args: dict[str, Any] = {}
 
     prompt = body.get("prompt")
@@ -528,6 +656,8 @@ def validate_arguments(endpoint: str, body: Any) -> tuple[dict[str, Any], list[d
         error(["prompt"], "Input should be a valid string", "string_type")
     elif not prompt.strip():
         error(["prompt"], "String should have at least 1 character", "string_too_short")
+    elif v2 and len(prompt) > MAX_PROMPT_CHARS_V2:
+        error(["prompt"], f"String should have at most {MAX_PROMPT_CHARS_V2} characters", "string_too_long")
     args["prompt"] = prompt
 
     num_images = body.get("num_images", 1)
@@ -556,6 +686,12 @@ def validate_arguments(endpoint: str, body: Any) -> tuple[dict[str, Any], list[d
     args["sync_mode"] = sync_mode
 
     allowed = {"prompt", "num_images", "aspect_ratio", "resolution", "output_format", "sync_mode"}
+    if v2:
+        allowed.add("quality")
+        quality = body.get("quality", DEFAULT_QUALITY)
+        if quality not in QUALITIES:
+            error(["quality"], _literal_message(QUALITIES), "literal_error")
+        args["quality"] = quality
     if edit:
         allowed.add("image_urls")
         urls = body.get("image_urls")
@@ -614,7 +750,7 @@ def _phrase(code: int) -> str:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 256
+    request_queue_size = 1024  # hundreds of clients connecting at once must not overflow the backlog
 
     def __init__(self, address: tuple[str, int], fake: FakeFal) -> None:
         self.fake = fake
@@ -746,7 +882,10 @@ class _Handler(BaseHTTPRequestHandler):
         (unless `keep_id`), else fal-style JSON with it."""
         self.rec.outcome = "fault"
         headers: dict[str, str] = {}
-        if code == 429:
+        retry_after = self.fake.faults.retry_after
+        if code in (429, 503) and retry_after is not None:
+            headers["Retry-After"] = retry_after
+        elif code == 429:
             headers["Retry-After"] = "0"
         if request_id and (keep_id or code not in FRONT_DOOR_STATUS):
             headers["x-fal-request-id"] = request_id
@@ -818,17 +957,26 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(422, {"detail": errors})
         job = fake._create_job(endpoint, args, self.rec)
         rid = job.request_id
-        accept_then = fake.faults.submit_accept_then_status
+        faults = fake.faults
+        accept_then, delay = faults.submit_accept_then_status, faults.submit_delay
+        base = f"{fake.foreign_url}/{job.app}/requests/{rid}" if faults.foreign_urls else fake._response_url(job)
+        if delay and fake._stopping.wait(delay):  # the job exists; only the answer is late
+            self.close_connection = True
+            return
         if accept_then is not None:
             return self._send_fault(accept_then, rid, keep_id=True)
+        position = 0  # as before, unless there is an account queue to be in
+        with fake._lock:
+            if fake._account_limit() is not None:
+                position = fake._advance(job)[1] or 0
         self._send_json(
             200,
             {
                 "request_id": rid,
-                "response_url": fake._response_url(job),
-                "status_url": f"{fake._response_url(job)}/status",
-                "cancel_url": f"{fake._response_url(job)}/cancel",
-                "queue_position": 0,
+                "response_url": base,
+                "status_url": f"{base}/status",
+                "cancel_url": f"{base}/cancel",
+                "queue_position": position,
             },
             {"x-fal-request-id": rid},
         )
@@ -867,6 +1015,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, job: Job, with_logs: bool) -> None:
         fake = self.fake
         cut = fake._take_fault("stream_cut", None)[0]
+        with fake._lock:
+            fake.open_streams += 1
+            fake.max_open_streams = max(fake.max_open_streams, fake.open_streams)
+        try:
+            self._stream_events(job, with_logs, cut)
+        finally:
+            with fake._lock:
+                fake.open_streams -= 1
+
+    def _stream_events(self, job: Job, with_logs: bool, cut: bool) -> None:
+        """The status is checked on a 20 ms tick (`STREAM_TICK_S`) from the stream's start, but a tick
+        is only acted on when something can have changed by then (the job's or the account queue's
+        next event, its next log line, a ping due, a cancel or reset), or `STREAM_MAX_IDLE_S` passed:
+        hundreds of idle streams cost next to nothing, and changes are seen exactly as before."""
+        fake = self.fake
         self.close_connection = True
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -875,9 +1038,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("x-fal-request-id", job.request_id)
         self.end_headers()
         last_payload = ""
-        last_write = time.monotonic()
+        opened = last_write = time.monotonic()
         while not fake._stopping.is_set():
-            status = fake._status_body(job, with_logs=with_logs)
+            with fake._lock:
+                status = fake._status_body(job, with_logs=with_logs)
+                version = fake._version
+                change_at = fake._next_change(job, with_logs, time.monotonic())
             payload = json.dumps(status)
             final = status["status"] == COMPLETED
             if payload != last_payload:
@@ -892,7 +1058,13 @@ class _Handler(BaseHTTPRequestHandler):
                 last_write = time.monotonic()
             if cut and last_payload:
                 return
-            fake._stopping.wait(STREAM_TICK_S)
+            now = time.monotonic()
+            due = min(change_at, last_write + fake.heartbeat_interval, now + STREAM_MAX_IDLE_S)
+            ticks = max(math.floor((now - opened) / STREAM_TICK_S) + 1, math.ceil((due - opened) / STREAM_TICK_S))
+            wake = opened + ticks * STREAM_TICK_S
+            with fake._lock:
+                if fake._version == version and not fake._stopping.is_set():
+                    fake._changed.wait(max(0.0, wake - time.monotonic()))
 
     def _cancel(self, job: Job) -> None:
         rid = job.request_id
@@ -909,7 +1081,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = fake.faults.result_body
         if raw is not None:
             content_type = "text/html; charset=utf-8" if raw.lstrip()[:1] == b"<" else "application/json"
-            return self._send_bytes(200, raw, content_type, headers)
+            return self._send_result(raw, content_type, headers)
         with fake._lock:
             state, _ = fake._advance(job)
         if state != COMPLETED:
@@ -922,7 +1094,25 @@ class _Handler(BaseHTTPRequestHandler):
             if job.cancelled:
                 return self._send_json(400, {"detail": message}, headers)
             return self._send_json(500, {"detail": message}, headers)
-        self._send_json(200, fake._result_body(job), headers)
+        self._send_result(json.dumps(fake._result_body(job)).encode(), "application/json", headers)
+
+    def _send_result(self, body: bytes, content_type: str, headers: dict[str, str]) -> None:
+        """A 200 result, trickled one byte per `result_trickle` seconds when that fault is set."""
+        fake = self.fake
+        delay = fake.faults.result_trickle
+        if delay is None:
+            return self._send_bytes(200, body, content_type, headers)
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        for index in range(len(body)):
+            if index and fake._stopping.wait(delay):
+                self.close_connection = True
+                return
+            self.wfile.write(body[index : index + 1])
 
     def _file(self, path: str) -> None:
         fake = self.fake
@@ -1043,6 +1233,101 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(404, {"detail": "Not Found"})
 
 
+class _ForeignServer(ThreadingHTTPServer):
+    """The "foreign host" of `Faults.foreign_urls`: answers anything fal-like, records everything."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, fake: FakeFal) -> None:
+        self.fake = fake
+        self.connections: set[socket.socket] = set()
+        super().__init__(("127.0.0.1", 0), _ForeignHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionError, TimeoutError)) and not self.fake._stopping.is_set():
+            self.fake._warn(f"foreign host: connection from {client_address} failed: {exc!r}")
+
+
+class _ForeignHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _ForeignServer
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.fake._lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.fake._lock:
+                self.server.connections.discard(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.fake.verbose:
+            sys.stderr.write(f"[fake_fal foreign] {self.address_string()} {format % args}\n")
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
+
+    def _answer(self) -> None:
+        fake = self.server.fake
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        rec = fake._record(self, body, store=False)
+        rec.kind = "foreign"
+        with fake._lock:
+            fake.foreign_requests.append(rec)
+        host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        path = urlsplit(self.path).path
+        match = _PER_REQUEST_PATH.match(unquote(path))
+        base = f"{host}{path}"
+        rid = match["rid"] if match else str(uuid.uuid4())
+        tail = (match["tail"] or "") if match else ""
+        if match:
+            base = f"{host}/{match['app']}/requests/{rid}"
+        status = {
+            "status": COMPLETED,
+            "request_id": rid,
+            "response_url": base,
+            "status_url": f"{base}/status",
+            "cancel_url": f"{base}/cancel",
+            "logs": None,
+            "metrics": {"inference_time": 0.1},
+        }
+        if tail == "/status/stream":
+            self.close_connection = True
+            data, content_type = f"data: {json.dumps(status)}\n\n".encode(), "text/event-stream"
+            code = 200
+        elif tail == "/cancel":
+            code, data, content_type = 400, json.dumps({"status": "ALREADY_COMPLETED"}).encode(), "application/json"
+        elif tail == "/status":
+            code, data, content_type = 200, json.dumps(status).encode(), "application/json"
+        elif match:
+            image = {"url": f"{host}/files/{rid}/0.jpg", "content_type": "image/jpeg",
+                     "file_name": "0.jpg", "width": 1024, "height": 1024}
+            code = 200
+            data = json.dumps({"images": [image], "revised_prompt": "Revised"}).encode()
+            content_type = "application/json"
+        else:
+            code, data, content_type = 200, json.dumps(status).encode(), "application/json"
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-fal-request-id", rid)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+
 # --------------------------------------------------------------------------------------------
 # The server object
 # --------------------------------------------------------------------------------------------
@@ -1058,6 +1343,7 @@ class FakeFal:
         queue_time: float = 0.0,
         run_time: float = 0.05,
         cdn_latency: float = 0.0,
+        account_concurrency: int | None = None,
         port: int = 0,
         verbose: bool = False,
     ) -> None:
@@ -1065,16 +1351,24 @@ class FakeFal:
         self.queue_time = queue_time
         self.run_time = run_time
         self.cdn_latency = cdn_latency
+        self.account_concurrency = account_concurrency  # None or 0: no limit
         self.verbose = verbose
         self.heartbeat_interval = 1.0
+        self.epoch = time.monotonic()  # the origin of the offsets in log_json()
         self.requests: list[RecordedRequest] = []
         self.submits: list[RecordedRequest] = []
         self.cancels: list[str] = []
         self.uploads: list[dict[str, Any]] = []
+        self.foreign_requests: list[RecordedRequest] = []
         self.jobs: dict[str, Job] = {}
         self.faults = Faults()
+        self.open_streams = 0
+        self.max_open_streams = 0
+        self.max_open_connections = 0
         self._port = port
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # notified on cancels, completions by hand, resets
+        self._version = 0  # bumped with every notification of `_changed`
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._files: dict[str, tuple[str, bytes]] = {}
@@ -1082,6 +1376,20 @@ class FakeFal:
         self._server: _Server | None = None
         self._base_url: str | None = None
         self._thread: threading.Thread | None = None
+        self._foreign: _ForeignServer | None = None
+        self._foreign_url: str | None = None
+        self._foreign_lock = threading.Lock()
+        # The account queue, worked out lazily from the clock (see _schedule).
+        self._seq = itertools.count(1)
+        self._generation = 0
+        self._accepted = 0  # accepted submits since the last reset (content_policy_every)
+        self._waiting: list[Job] = []  # not started yet, in submit order
+        self._waiting_seqs: list[int] = []  # their `seq`, for bisect
+        self._running: list[Job] = []
+        self._sched_clock = -math.inf  # time of the last event processed
+        self._sched_limit: int | None = None
+        self._next_event = math.inf  # nothing can change before this time (unless notified)
+        self._max_running = 0
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -1103,10 +1411,17 @@ class FakeFal:
         if server is None:
             return
         self._stopping.set()
+        with self._lock:
+            self._notify()
         server.shutdown()
         server.server_close()
+        with self._foreign_lock:
+            foreign, self._foreign, self._foreign_url = self._foreign, None, None
+        if foreign is not None:
+            foreign.shutdown()
+            foreign.server_close()
         with self._lock:
-            connections = list(self._connections)
+            connections = list(self._connections) + (list(foreign.connections) if foreign else [])
         for conn in connections:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
@@ -1131,18 +1446,59 @@ class FakeFal:
             raise RuntimeError("FakeFal has not been started; call start() first")
         return self._base_url
 
+    @property
+    def foreign_url(self) -> str:
+        """Base URL of the "foreign host" (`Faults.foreign_urls`); started on first use."""
+        if self._server is None or self._stopping.is_set():
+            raise RuntimeError("FakeFal is not running; call start() first")
+        with self._foreign_lock:
+            if self._foreign_url is None:
+                foreign = _ForeignServer(self)
+                threading.Thread(
+                    target=foreign.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-fal-foreign", daemon=True
+                ).start()
+                self._foreign = foreign
+                self._foreign_url = f"http://127.0.0.1:{foreign.server_address[1]}"
+            return self._foreign_url
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections to the fake (not the foreign host) open now."""
+        with self._lock:
+            return len(self._connections)
+
+    @property
+    def max_running_seen(self) -> int:
+        """The most jobs ever IN_PROGRESS at once (since the last reset)."""
+        with self._lock:
+            self._schedule(time.monotonic())
+            return self._max_running
+
     # ---- public helpers -------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Clear the logs, jobs, uploaded files and faults (issued upload tokens stay valid)."""
+        """Clear the logs, jobs, uploaded files, faults, the account queue and the high-water marks
+        (those restart from what is open now; issued upload tokens stay valid). Jobs from before
+        keep following the clock for anyone still holding them, outside the account queue."""
         with self._lock:
             self.requests.clear()
             self.submits.clear()
             self.cancels.clear()
             self.uploads.clear()
+            self.foreign_requests.clear()
             self.jobs.clear()
             self._files.clear()
             self.faults.clear()
+            self._generation += 1
+            self._accepted = 0
+            self._waiting.clear()
+            self._waiting_seqs.clear()
+            self._running.clear()
+            self._sched_clock, self._sched_limit, self._next_event = -math.inf, None, math.inf
+            self._max_running = 0
+            self.max_open_streams = self.open_streams
+            self.max_open_connections = len(self._connections)
+            self._notify()
 
     @property
     def accepted_submits(self) -> list[RecordedRequest]:
@@ -1165,15 +1521,43 @@ class FakeFal:
         with self._lock:
             return self._advance(self.jobs[request_id])[0]
 
+    def queue_position_of(self, request_id: str) -> int | None:
+        """The job's queue_position now (None unless IN_QUEUE)."""
+        with self._lock:
+            return self._advance(self.jobs[request_id])[1]
+
     def complete_job(
         self, request_id: str, *, error: str | None = None, error_type: str | None = None
     ) -> None:
-        """Complete a job now (e.g. one held by `never_complete`), optionally with an error."""
+        """Complete a job now (e.g. one held by `never_complete`), optionally with an error. A running
+        job frees its account slot; a queued one leaves the queue (and counts as started now)."""
         with self._lock:
             job = self.jobs[request_id]
-            if job.completed_at is None:
+            now = time.monotonic()
+            if self._advance(job, now)[0] != COMPLETED:
+                self._unschedule(job, now)
                 job.error, job.error_type = error, error_type
-                job.completed_at = time.monotonic()
+                if job.started_at is None:
+                    job.started_at = now
+                job.completed_at = now
+                self._notify()
+
+    def job_times(self) -> dict[str, dict[str, float | None]]:
+        """Per job: submitted_at, started_at, completed_at, as seconds since `epoch` (None: not yet)."""
+        with self._lock:
+            self._schedule(time.monotonic())
+
+            def offset(value: float | None) -> float | None:
+                return None if value is None else round(value - self.epoch, 6)
+
+            return {
+                rid: {
+                    "submitted_at": offset(job.submitted_at),
+                    "started_at": offset(job.started_at),
+                    "completed_at": offset(job.completed_at),
+                }
+                for rid, job in self.jobs.items()
+            }
 
     def log_json(self) -> dict[str, Any]:
         """What `GET /_fake/log` answers."""
@@ -1194,6 +1578,16 @@ class FakeFal:
                 ],
                 "uploads": list(self.uploads),
                 "jobs": {rid: self._advance(job)[0] for rid, job in self.jobs.items()},
+                "job_times": self.job_times(),
+                "max_running_seen": self.max_running_seen,
+                "open_streams": self.open_streams,
+                "max_open_streams": self.max_open_streams,
+                "open_connections": len(self._connections),
+                "max_open_connections": self.max_open_connections,
+                "foreign_requests": [
+                    {"method": r.method, "path": r.path, "has_authorization": r.has_authorization}
+                    for r in self.foreign_requests
+                ],
             }
 
     # ---- internals used by the handler ------------------------------------------------------
@@ -1206,10 +1600,16 @@ class FakeFal:
         with self._lock:
             if add:
                 self._connections.add(conn)
+                self.max_open_connections = max(self.max_open_connections, len(self._connections))
             else:
                 self._connections.discard(conn)
 
-    def _record(self, handler: _Handler, body: bytes, *, store: bool) -> RecordedRequest:
+    def _notify(self) -> None:
+        """Wake every waiting stream (call with the lock held)."""
+        self._version += 1
+        self._changed.notify_all()
+
+    def _record(self, handler: BaseHTTPRequestHandler, body: bytes, *, store: bool) -> RecordedRequest:
         try:
             parsed = json.loads(body) if body else None
         except ValueError:
@@ -1250,8 +1650,16 @@ class FakeFal:
                 size = size_for_shape(shape[0], shape[1], resolution)
         with self._lock:
             faults = self.faults
+            now = time.monotonic()
+            self._schedule(now)
+            self._accepted += 1
             error, error_type = faults.complete_with_error, faults.complete_error_type
-            if faults.content_policy:
+            every, words = faults.content_policy_every, faults.content_policy_prompts
+            if (
+                faults.content_policy
+                or (every and self._accepted % every == 0)
+                or (words and any(word in args["prompt"] for word in words))
+            ):
                 error, error_type = CONTENT_POLICY_MESSAGE, "content_policy_violation"
             rid = str(uuid.uuid4())
             job = Job(
@@ -1267,7 +1675,7 @@ class FakeFal:
                 sync_mode=args["sync_mode"],
                 image_urls=list(args.get("image_urls") or []),
                 size=size,
-                submitted_at=time.monotonic(),
+                submitted_at=now,
                 submitted_wall=time.time(),
                 queue_time=self.queue_time if faults.queue_time is None else float(faults.queue_time),
                 run_time=self.run_time if faults.run_time is None else float(faults.run_time),
@@ -1277,10 +1685,17 @@ class FakeFal:
                 error=error,
                 error_type=error_type,
                 base_url=self.url,
+                quality=args.get("quality"),
+                seq=next(self._seq),
+                generation=self._generation,
             )
             self.jobs[rid] = job
             self.submits.append(rec)
             rec.outcome, rec.request_id = "accepted", rid
+            if not job.stuck_in_queue:  # a stuck job never gets near the account queue
+                self._waiting.append(job)
+                self._waiting_seqs.append(job.seq)
+                self._next_event = min(self._next_event, job.eligible_at)
         return job
 
     def _input_shape(self, url: str) -> tuple[int, int] | None:
@@ -1302,23 +1717,153 @@ class FakeFal:
         except Exception:  # any unreadable input: fall back to square
             return None
 
+    # ---- the account queue ------------------------------------------------------------------
+    #
+    # Every job of the current generation is in `_waiting` (FIFO by `seq`) until it starts, then in
+    # `_running` until it completes. `_schedule(now)` replays the events (completions, starts) up to
+    # `now` in time order, so `started_at` / `completed_at` are exact whenever they are looked at,
+    # with no thread per job. Between events it costs O(1): nothing can change before `_next_event`
+    # unless a cancel, `complete_job` or a change of the limit says so. With no limit every job starts
+    # at its own `eligible_at`; with a limit of N the head of the queue starts when it is eligible and
+    # fewer than N are running. All of this runs with the lock held.
+
+    def _account_limit(self) -> int | None:
+        value = self.faults.account_concurrency
+        if value is None:
+            value = self.account_concurrency
+        return value or None
+
+    def _schedule(self, now: float) -> None:
+        limit = self._account_limit()
+        if limit != self._sched_limit:
+            self._run_until(now, self._sched_limit)  # up to now under the old limit, then switch
+            self._sched_limit = limit
+            self._sched_clock = max(self._sched_clock, now)
+            self._next_event = -math.inf
+            self._notify()
+        if now >= self._next_event:
+            self._run_until(now, limit)
+
+    def _run_until(self, now: float, limit: int | None) -> None:
+        while True:
+            done_at = min(
+                (
+                    job.started_at + job.run_time
+                    for job in self._running
+                    if not job.never_complete and job.started_at is not None
+                ),
+                default=math.inf,
+            )
+            start_at = math.inf
+            if self._waiting:
+                if limit is None:
+                    start_at = min(job.eligible_at for job in self._waiting)
+                elif len(self._running) < limit:
+                    start_at = self._waiting[0].eligible_at
+            first = min(done_at, start_at)
+            if first > now:
+                self._next_event = first
+                return
+            at = max(first, self._sched_clock)
+            self._sched_clock = at
+            if done_at <= at:
+                still = []
+                for job in self._running:
+                    assert job.started_at is not None
+                    end = job.started_at + job.run_time
+                    if not job.never_complete and end <= at:
+                        job.completed_at = end
+                    else:
+                        still.append(job)
+                self._running = still
+            if limit is None:
+                starting = [job for job in self._waiting if job.eligible_at <= at]
+                if starting:
+                    self._waiting = [job for job in self._waiting if job.eligible_at > at]
+                    self._waiting_seqs = [job.seq for job in self._waiting]
+            else:
+                count = 0
+                while (
+                    len(self._running) + count < limit
+                    and count < len(self._waiting)
+                    and self._waiting[count].eligible_at <= at
+                ):
+                    count += 1
+                starting = self._waiting[:count]
+                del self._waiting[:count], self._waiting_seqs[:count]
+            for job in starting:
+                job.started_at = at
+                self._running.append(job)
+            self._max_running = max(self._max_running, len(self._running))
+
+    def _unschedule(self, job: Job, now: float) -> None:
+        """Take a job that completes at `now` (by hand) out of the queue or its slot (lock held)."""
+        if job.generation != self._generation:
+            return  # from before a reset: never in this queue
+        self._schedule(now)  # every event before `now` first, at its own time
+        if job in self._running:
+            self._running.remove(job)
+        else:
+            index = bisect.bisect_left(self._waiting_seqs, job.seq)
+            if index < len(self._waiting_seqs) and self._waiting_seqs[index] == job.seq:
+                del self._waiting[index], self._waiting_seqs[index]
+        self._sched_clock = max(self._sched_clock, now)
+        self._next_event = -math.inf  # a slot may have freed, positions may have dropped
+
     def _advance(self, job: Job, now: float | None = None) -> tuple[str, int | None]:
-        """(state, queue position) of a job now; latches completion. Call with the lock held."""
+        """(state, queue position) of a job now; latches start and completion. Call with the lock held."""
         if job.completed_at is not None:
             return COMPLETED, None
-        now = time.monotonic() if now is None else now
-        elapsed = now - job.submitted_at
         if job.stuck_in_queue:
             return IN_QUEUE, max(1, int(job.queue_time * 2))
-        if elapsed < job.queue_time:
-            return IN_QUEUE, max(0, int((job.queue_time - elapsed) * 2))
-        if job.never_complete or elapsed < job.queue_time + job.run_time:
+        now = time.monotonic() if now is None else now
+        if job.generation != self._generation:
+            return self._advance_by_clock(job, now)
+        self._schedule(now)
+        if job.completed_at is not None:
+            return COMPLETED, None
+        if job.started_at is not None:
             return IN_PROGRESS, None
-        job.completed_at = job.submitted_at + job.queue_time + job.run_time
+        if self._sched_limit is None:
+            return IN_QUEUE, max(0, int((job.eligible_at - now) * 2))
+        return IN_QUEUE, bisect.bisect_left(self._waiting_seqs, job.seq)
+
+    def _advance_by_clock(self, job: Job, now: float) -> tuple[str, int | None]:
+        """A job from before the last reset: no account queue, just its own times."""
+        start = job.eligible_at if job.started_at is None else job.started_at
+        if now < start:
+            return IN_QUEUE, max(0, int((start - now) * 2))
+        job.started_at = start
+        if job.never_complete or now < start + job.run_time:
+            return IN_PROGRESS, None
+        job.completed_at = start + job.run_time
         return COMPLETED, None
 
+    def _next_change(self, job: Job, with_logs: bool, now: float) -> float:
+        """A time before which the job's status body cannot change unless `_changed` is notified
+        (call with the lock held, right after `_advance(job, now)`)."""
+        if job.completed_at is not None:
+            return now
+        if job.stuck_in_queue:
+            return math.inf
+        if job.generation != self._generation:
+            return now  # next tick, as ever
+        change = self._next_event
+        if job.started_at is None:
+            if self._sched_limit is None:  # the position counts down by the clock
+                position = int((job.eligible_at - now) * 2)
+                if position > 0:
+                    change = min(change, job.eligible_at - position / 2 + 1e-6)
+        elif with_logs:
+            elapsed = now - job.submitted_at
+            for offset, _, _ in job.log_script():
+                if offset > elapsed:
+                    change = min(change, job.submitted_at + offset)
+                    break
+        return change
+
     def _logs(self, job: Job, now: float) -> list[dict[str, str]]:
-        if job.stuck_in_queue and job.completed_at is None:
+        if job.started_at is None:  # queued (or cancelled while queued): nothing logged yet
             return []
         natural = job.completed_at is not None and not job.cancelled
         end = job.completed_at if job.completed_at is not None else now
@@ -1354,7 +1899,7 @@ class FakeFal:
                 body["queue_position"] = position
             elif state == COMPLETED:
                 assert job.completed_at is not None
-                ran = max(0.0, job.completed_at - job.submitted_at - job.queue_time)
+                ran = 0.0 if job.started_at is None else max(0.0, job.completed_at - job.started_at)
                 body["metrics"] = {"inference_time": round(ran, 6)}
                 if job.error:
                     body["error"] = job.error
@@ -1373,11 +1918,14 @@ class FakeFal:
         """Record a cancel; True when the job was still running (and is now cancelled)."""
         with self._lock:
             self.cancels.append(job.request_id)
-            if self._advance(job)[0] == COMPLETED:
+            now = time.monotonic()
+            if self._advance(job, now)[0] == COMPLETED:
                 return False
+            self._unschedule(job, now)
             job.cancelled = True
             job.error, job.error_type = CANCELLED_MESSAGE, "request_cancelled"
-            job.completed_at = time.monotonic()
+            job.completed_at = now
+            self._notify()
             return True
 
     def _issue_token(self) -> str:
@@ -1415,8 +1963,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-time", type=float, default=0.0, help="seconds each job stays IN_QUEUE")
     parser.add_argument("--run-time", type=float, default=0.05, help="seconds each job stays IN_PROGRESS")
     parser.add_argument("--cdn-latency", type=float, default=0.0, help="seconds before each image download")
+    parser.add_argument(
+        "--account-concurrency", type=int, default=None, metavar="N",
+        help="at most N jobs IN_PROGRESS at once; the others wait IN_QUEUE in submit order (default: no limit)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
+    if args.account_concurrency is not None and args.account_concurrency < 0:
+        parser.error("--account-concurrency must be >= 0 (0: no limit)")
 
     keys = set(_iter_keys(args.key))
     fake = FakeFal(
@@ -1424,6 +1978,7 @@ def main(argv: list[str] | None = None) -> int:
         queue_time=args.queue_time,
         run_time=args.run_time,
         cdn_latency=args.cdn_latency,
+        account_concurrency=args.account_concurrency,
         port=args.port,
         verbose=args.verbose,
     )
