@@ -45,8 +45,8 @@ class RetryPolicy:
     max_delay: float = 8.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_delay * 4)
+        if retry_after is not None:  # fal's own wait, as long as it is reasonable
+            return min(retry_after, self.max_delay)
         return min(self.base_delay * (2 ** (attempt - 1)), self.max_delay) * random.uniform(0.5, 1.0)
 
 

@@ -80,9 +80,13 @@ def _fold(view: dict[str, dict[str, Any]], record: dict[str, Any]) -> None:
     view.setdefault(record["request_id"], {}).update(record)
 
 
-def _entries(view: dict[str, dict[str, Any]]) -> dict[str, JournalEntry]:
+def _entries(view: dict[str, dict[str, Any]], endpoint: str | None = None,
+             fingerprint: str | None = None) -> dict[str, JournalEntry]:
+    """The complete entries of the view (only those of `endpoint` and `fingerprint`, when given)."""
     entries = {}
     for request_id, record in view.items():
+        if fingerprint is not None and (record.get("fingerprint") != fingerprint or record.get("endpoint") != endpoint):
+            continue
         if all(name in record for name in ("endpoint", "fingerprint", "submitted_at", "state")):
             fields = {name: record[name] for name in JournalEntry.__dataclass_fields__ if name in record}
             entries[request_id] = JournalEntry(**fields)
@@ -135,8 +139,9 @@ class Journal:
         """The newest unfinished request with these inputs that nobody follows now, claimed for the
         caller (who must `release` it when done)."""
         now = time.time()
-        entries, lines = self.file.query(lambda view, count: (_entries(view), count))
-        if lines > COMPACT_ABOVE_LINES:
+        entries, lines, requests = self.file.query(
+            lambda view, count: (_entries(view, endpoint, fingerprint), count, len(view)))
+        if lines > COMPACT_ABOVE_LINES and lines > 2 * requests:  # mostly superseded lines: worth rewriting
             self.file.compact(_keep)
         state = current()
         with state.lock:
@@ -153,9 +158,8 @@ class Journal:
     def uncertain(self, endpoint: str, fingerprint: str) -> list[JournalEntry]:
         """Submits of these inputs, within the resume window, cut off before fal's answer."""
         now = time.time()
-        return [e for e in self.entries().values()
-                if e.endpoint == endpoint and e.fingerprint == fingerprint and e.state == "uncertain"
-                and now - e.submitted_at < RESUME_WINDOW_S]
+        matching = self.file.query(lambda view, _lines: _entries(view, endpoint, fingerprint))
+        return [e for e in matching.values() if e.state == "uncertain" and now - e.submitted_at < RESUME_WINDOW_S]
 
     @staticmethod
     def release(request_id: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 
@@ -171,16 +170,6 @@ async def test_cancelling_the_result_node_never_cancels_the_original_request(
         with pytest.raises(InterruptProcessingException):
             await task
     assert fake_fal.cancels == []
-
-
-def test_journal_records_are_one_json_object_per_line(tmp_path: Path) -> None:
-    j = journal_module.Journal(tmp_path)
-    j.record_submitted("r1", ENDPOINT, "f" * 64, sync_mode=False)
-    j.mark("r1", "collected")
-    j.release("r1")
-    lines = (tmp_path / "requests.jsonl").read_text().splitlines()
-    assert [json.loads(line)["request_id"] for line in lines] == ["r1", "r1"]
-    assert j.entries()["r1"].state == "collected"
 
 
 async def test_a_journalled_request_that_ended_with_an_error_at_fal_is_not_resumed(fake_fal: FakeFal) -> None:

@@ -172,7 +172,8 @@ def test_the_key_status_and_price_routes_answer_inside_comfyui_without_the_key(c
         assert status["configured"] is True and "FAL_KEY" in status["source"]
         assert TEST_KEY[:-4] not in json.dumps(status)
         pricing = comfy.get(f"{prefix}/grok_imagine/pricing")
-        assert set(pricing["nodes"]) == {"FalGrokImagineImage", "FalGrokImagineEdit"}
+        assert set(pricing["nodes"]) == {"FalGrokImagineImage", "FalGrokImagineEdit", "FalGrokImagine2Image",
+                                         "FalGrokImagine2Edit"}
 
 
 def test_the_result_node_reloads_a_request_by_id_inside_comfyui(comfy: ComfyServer, fal: FakeFal) -> None:
