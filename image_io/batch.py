@@ -64,8 +64,8 @@ class BatchBuilder:
         self._placed: set[int] = set()
         self._lock = threading.Lock()
 
-    def _allocate(self, width: int, height: int) -> torch.Tensor:
-        check_batch_size(self.count, width, height)
+    def _allocate(self, width: int, height: int, request_id: str | None = None) -> torch.Tensor:
+        check_batch_size(self.count, width, height, request_id)
         return torch.empty((self.count, height, width, 3), dtype=torch.float32)
 
     def prepare(self, width: int, height: int) -> None:
@@ -81,23 +81,23 @@ class BatchBuilder:
             batch.view(-1)[::_FLOATS_PER_PAGE].zero_()  # one write per page: the OS maps them all now
             self._batch = batch
 
-    def _slot_view(self, slot: int, width: int, height: int) -> torch.Tensor | None:
+    def _slot_view(self, slot: int, width: int, height: int, request_id: str | None = None) -> torch.Tensor | None:
         """The batch slot for an image of width x height, or None if it does not fit there."""
         with self._lock:
             size = self.fixed or (width, height)
             if self._batch is None or (not self._placed and tuple(self._batch.shape[1:3]) != size[::-1]):
                 self._batch = None  # a prepared batch of another size: release it before allocating
-                self._batch = self._allocate(*size)
+                self._batch = self._allocate(*size, request_id)
             batch = self._batch
             if slot >= self.count or slot in self._placed or tuple(batch.shape[1:3]) != size[::-1]:
                 return None
             self._placed.add(slot)
             return batch[slot]
 
-    def put(self, slot: int, image: Image.Image) -> bool:
+    def put(self, slot: int, image: Image.Image, request_id: str | None = None) -> bool:
         """Write a decoded RGB image into `slot`; False if it does not fit the batch (another size than
         the images placed before it, or a slot beyond `count`)."""
-        target = self._slot_view(slot, *image.size)
+        target = self._slot_view(slot, *image.size, request_id)
         if target is None:
             return False
         try:

@@ -81,7 +81,7 @@ class OutputBatch:
 
     def _decode_and_place(self, data: bytes, index: int, slot: int, request_id: str | None) -> FetchedImage:
         decoded = decode_image(data, index=index, request_id=request_id)
-        self.builder.put(slot, decoded.image)
+        self.builder.put(slot, decoded.image, request_id)
         return FetchedImage(data, decoded.file_format, decoded.width, decoded.height, slot)
 
     def placeholders(self, first_slot: int, count: int, size: tuple[int, int]) -> list[FetchedImage]:

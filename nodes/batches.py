@@ -24,7 +24,8 @@ from .progress import NodeProgress
 class NodeBatch:
     key: tuple[int, str]
     progress: NodeProgress
-    members: int = 0
+    members: int = 0  # runs of the batch under way now
+    joined: int = 0  # runs the batch has had
     undecided: int = 0  # runs that have not yet been sent or refused
     refused: int = 0
     limit_error: SpendLimitError | None = None
@@ -44,8 +45,9 @@ class NodeBatch:
             batch = current().batches.get(key) or cls(key, NodeProgress(node_id))
             current().batches[key] = batch
         batch.members += 1
+        batch.joined += 1
         batch.undecided += 1
-        batch.progress.prompts = batch.members
+        batch.progress.prompts = batch.joined
         batch._decided.clear()
         return BatchMember(batch)
 
@@ -95,10 +97,10 @@ class BatchMember:
         batch.refused += 1
         self.decide()
         await batch._decided.wait()
-        if batch.members <= 1:
+        if batch.joined <= 1:
             return error
         return SpendLimitError(
-            f"{error.reason} The daily limit stopped this batch: {batch.refused} of its {batch.members} prompts did "
+            f"{error.reason} The daily limit stopped this batch: {batch.refused} of its {batch.joined} prompts did "
             "not run (nothing was sent for them); the others ran, and what they made stays in the request journal "
             "for the next run of the same list to collect without paying again.")
 

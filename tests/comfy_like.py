@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from pathlib import Path
@@ -43,3 +44,22 @@ async def run_node(node_class: type, **inputs: Any) -> tuple[Any, ...]:
     """The node's outputs, in slot order (what links downstream receive)."""
     returned = await run_node_raw(node_class, **inputs)
     return tuple(returned["result"] if isinstance(returned, dict) else returned)
+
+
+async def run_node_over_list(node_class: type, **inputs: Any) -> list[tuple[Any, ...]]:
+    """Run the node once per list item, as ComfyUI does when a list feeds it (`_async_map_node_over_list`):
+    every item's task is started at once in this loop (each gets a turn as it is created), all are
+    awaited, and then the first failure is raised. List inputs are lists; the others repeat."""
+    length = max(len(v) for v in inputs.values() if isinstance(v, list))
+    node = node_class()
+    function = getattr(node, node_class.FUNCTION)
+    tasks = []
+    for index in range(length):
+        item = {k: (v[min(index, len(v) - 1)] if isinstance(v, list) else v) for k, v in inputs.items()}
+        tasks.append(asyncio.create_task(function(**item)))
+        await asyncio.sleep(0)
+    await asyncio.wait(tasks)
+    failures = [task.exception() for task in tasks if task.exception() is not None]
+    if failures:
+        raise failures[0]
+    return [tuple(t.result()["result"]) for t in tasks]
