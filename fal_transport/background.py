@@ -72,9 +72,3 @@ def worker() -> Worker:
     if started is not None:
         started.stop()
     return running
-
-
-async def in_background(work: Coroutine[Any, Any, T]) -> T:
-    """Run `work` on the background loop and wait for it here. If the waiting is cancelled, the work
-    goes on to its end there."""
-    return await asyncio.shield(asyncio.wrap_future(worker().run(work)))

@@ -40,19 +40,23 @@ def rest_base_url() -> str:
     return _base_url(REST_BASE_URL_ENV, DEFAULT_REST_BASE_URL)
 
 
-def _seconds(env_name: str, default: float) -> float:
+def _number(env_name: str, *, positive: bool, expected: str) -> float | None:
+    """The variable as a finite number (> 0 if `positive`, else >= 0), None when unset."""
     raw = os.environ.get(env_name, "").strip()
     if not raw:
-        return default
+        return None
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise FalConfigError(
-            f"{env_name} must be a positive number of seconds (default {default:g}), got {raw!r}."
-        )
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise FalConfigError(f"{env_name} must be {expected}, got {raw!r}. Fix it or unset it.")
     return value
+
+
+def _seconds(env_name: str, default: float) -> float:
+    value = _number(env_name, positive=True, expected=f"a positive number of seconds (default {default:g})")
+    return default if value is None else value
 
 
 @dataclass(frozen=True)
@@ -105,15 +109,4 @@ DAILY_LIMIT_ENV = "GROK_IMAGINE_DAILY_LIMIT_USD"
 
 def daily_limit_from_env() -> float | None:
     """`GROK_IMAGINE_DAILY_LIMIT_USD` as dollars, None when unset; it wins over the stored limit."""
-    raw = os.environ.get(DAILY_LIMIT_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise FalConfigError(
-            f"{DAILY_LIMIT_ENV} must be a number of US dollars such as 5 or 12.50, got {raw!r}. Fix it or unset it."
-        )
-    return value
+    return _number(DAILY_LIMIT_ENV, positive=False, expected="a number of US dollars such as 5 or 12.50")

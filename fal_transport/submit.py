@@ -62,9 +62,10 @@ async def submit(queue: FalQueue, journal: Journal, plan: RequestPlan, events: R
         raise cancelled_before_sending()
     handoff = _Handoff()
     future = worker().run(_submit_in_background(queue, journal, plan, handoff))
+    answer = asyncio.wrap_future(future)
+    answer.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, even when abandoned
     try:
-        handle = await until_cancelled(asyncio.shield(asyncio.wrap_future(future)), events.should_cancel,
-                                       _cancelled_while_submitting)
+        handle = await until_cancelled(asyncio.shield(answer), events.should_cancel, _cancelled_while_submitting)
     except (RequestCancelledError, asyncio.CancelledError):
         if not handoff.abandon():  # the answer had just arrived: cancel that request at fal
             handle = future.result(timeout=10.0)

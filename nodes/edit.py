@@ -5,7 +5,7 @@ Inputs, their order and the outputs are a public contract: add new inputs only a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ..fal_transport import config
 from ..fal_transport.aio import until_cancelled
@@ -16,6 +16,7 @@ from . import host, schema
 from .batches import BatchMember
 from .generate import GrokCall
 from .generating import run_generating
+from .models import GROK_IMAGINE, GROK_IMAGINE_2, GrokModel
 from .references import encode_references, reference_tensors, reference_urls
 
 
@@ -23,18 +24,9 @@ def build_arguments(
     prompt: str, num_images: int, aspect_ratio: str, resolution: str, output_format: str, sync_mode: bool
 ) -> dict[str, Any]:
     """The request body of Grok Imagine Edit without `image_urls` (added once the references are uploaded)."""
-    return schema.common_arguments(prompt, num_images, aspect_ratio, spec.EDIT_ASPECT_RATIOS, resolution,
-                                   output_format, sync_mode)
-
-
-def build_v2_arguments(
-    prompt: str, num_images: int, aspect_ratio: str, resolution: str, output_format: str, sync_mode: bool,
-    quality: str = spec.DEFAULT_QUALITY,
-) -> dict[str, Any]:
-    """The request body of Grok Imagine 2.0 Edit without `image_urls`: the same fields plus `quality`."""
-    arguments = schema.common_arguments(prompt, num_images, aspect_ratio, spec.EDIT_ASPECT_RATIOS, resolution,
-                                        output_format, sync_mode, spec.MAX_PROMPT_CHARS_V2)
-    return {**arguments, "quality": schema.check_choice("quality", quality, spec.QUALITIES)}
+    inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
+              "output_format": output_format, "sync_mode": sync_mode}
+    return GROK_IMAGINE.endpoint_and_arguments("edit", inputs, {})[1]
 
 
 def _required() -> dict[str, Any]:
@@ -51,21 +43,29 @@ def _required() -> dict[str, Any]:
     }
 
 
-def _references() -> dict[str, Any]:
-    return {
-        "image_2": ("IMAGE", {"tooltip": "Another reference image (its batch's first image)."}),
-        "image_3": ("IMAGE", {"tooltip": "A third reference image (its batch's first image)."}),
-    }
-
-
 class _EditNode(schema.GrokImagesNode):
-    """What both edit nodes share; each says which endpoint and body its choice input gives."""
+    """What both edit nodes share; each names its model."""
 
     FUNCTION = "edit"
+    MODEL: ClassVar[GrokModel]
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": _required(),
+            "optional": {
+                "image_2": ("IMAGE", {"tooltip": "Another reference image (its batch's first image)."}),
+                "image_3": ("IMAGE", {"tooltip": "A third reference image (its batch's first image)."}),
+                cls.MODEL.choice_input: cls.MODEL.choice_input_definition(),
+                "on_refusal": schema.on_refusal_input(),
+                "output_size": schema.output_size_input(),
+            },
+            "hidden": schema.HIDDEN,
+        }
 
     @classmethod
     def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        raise NotImplementedError
+        return cls.MODEL.endpoint_and_arguments("edit", inputs, optional)
 
     async def edit(
         self, image: Any, prompt: str, num_images: int = 1, aspect_ratio: str = spec.DEFAULT_EDIT_ASPECT_RATIO,
@@ -111,20 +111,7 @@ class FalGrokImagineEdit(_EditNode):
         "image_2 and image_3 when connected) are the references; they are uploaded to fal's storage. Needs a fal "
         "API key (FAL_KEY or Settings > Grok Imagine (fal)); fal bills each generated image and each reference."
     )
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": _required(),
-            "optional": {**_references(), "tier": schema.tier_input(), "on_refusal": schema.on_refusal_input(),
-                         "output_size": schema.output_size_input()},
-            "hidden": schema.HIDDEN,
-        }
-
-    @classmethod
-    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        tier = schema.check_choice("tier", optional.get("tier", spec.DEFAULT_TIER), spec.TIERS)
-        return spec.ENDPOINT_BY_TIER["edit"][tier], build_arguments(**inputs)
+    MODEL = GROK_IMAGINE
 
 
 class FalGrokImagine2Edit(_EditNode):
@@ -136,17 +123,4 @@ class FalGrokImagine2Edit(_EditNode):
         "(plus image_2 and image_3 when connected) are the references; they are uploaded to fal's storage. Needs a "
         "fal API key (FAL_KEY or Settings > Grok Imagine (fal)); fal bills each generated image and each reference."
     )
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": _required(),
-            "optional": {**_references(), "quality": schema.quality_input(), "on_refusal": schema.on_refusal_input(),
-                         "output_size": schema.output_size_input()},
-            "hidden": schema.HIDDEN,
-        }
-
-    @classmethod
-    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        quality = optional.get("quality", spec.DEFAULT_QUALITY)
-        return spec.V2_EDIT_ENDPOINT, build_v2_arguments(**inputs, quality=quality)
+    MODEL = GROK_IMAGINE_2

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import grok_spec as spec
+from .models import GROK_IMAGINE, GROK_IMAGINE_2, GrokModel, Kind
 
 PRICES_AS_OF = "2026-12"
 
@@ -56,21 +57,12 @@ def request_price(endpoint: str, arguments: dict[str, object]) -> float:
                  + references * r.per_reference, 6)
 
 
-@dataclass(frozen=True)
-class NodePricing:
-    """Which endpoint a node bills for each value of its `choice_input` (tier or quality)."""
-
-    kind: str  # "text-to-image" or "edit"
-    choice_input: str
-    endpoints: dict[str, str]
-
-
-NODE_PRICING: dict[str, NodePricing] = {
-    "FalGrokImagineImage": NodePricing("text-to-image", "tier", spec.ENDPOINT_BY_TIER["text-to-image"]),
-    "FalGrokImagineEdit": NodePricing("edit", "tier", spec.ENDPOINT_BY_TIER["edit"]),
-    "FalGrokImagine2Image": NodePricing("text-to-image", "quality",
-                                        {q: spec.V2_TEXT_TO_IMAGE_ENDPOINT for q in spec.QUALITIES}),
-    "FalGrokImagine2Edit": NodePricing("edit", "quality", {q: spec.V2_EDIT_ENDPOINT for q in spec.QUALITIES}),
+# Which model and kind each billed node is (the frontend reads the table built from this).
+NODE_PRICING: dict[str, tuple[Kind, GrokModel]] = {
+    "FalGrokImagineImage": ("text-to-image", GROK_IMAGINE),
+    "FalGrokImagineEdit": ("edit", GROK_IMAGINE),
+    "FalGrokImagine2Image": ("text-to-image", GROK_IMAGINE_2),
+    "FalGrokImagine2Edit": ("edit", GROK_IMAGINE_2),
 }
 REFERENCE_INPUTS = ("image", "image_2", "image_3")
 
@@ -79,19 +71,19 @@ def pricing_table() -> dict[str, object]:
     """The price table as served to the web extension: per node, per choice (tier or quality), the USD
     per image at each resolution and per reference image."""
     nodes = {}
-    for node_id, entry in NODE_PRICING.items():
+    for node_id, (kind, model) in NODE_PRICING.items():
         choices = {}
-        for choice, endpoint in entry.endpoints.items():
-            r = rate(endpoint, choice if choice in spec.QUALITIES else None)
+        for choice, endpoint in model.endpoints[kind].items():
+            r = rate(endpoint, choice if model.choice_in_body else None)
             choices[choice] = {"endpoint": endpoint, "per_image": {"1k": r.per_image_1k, "2k": r.per_image_2k},
-                               "per_reference": r.per_reference if entry.kind == "edit" else 0.0}
+                               "per_reference": r.per_reference if kind == "edit" else 0.0}
         nodes[node_id] = {
             "count_input": "num_images",
             "resolution_input": "resolution",
-            "choice_input": entry.choice_input,
-            "default_choice": next(iter(entry.endpoints)),
+            "choice_input": model.choice_input,
+            "default_choice": model.default_choice,
             "max_images_per_request": spec.MAX_IMAGES_PER_REQUEST,
-            "reference_inputs": list(REFERENCE_INPUTS) if entry.kind == "edit" else [],
+            "reference_inputs": list(REFERENCE_INPUTS) if kind == "edit" else [],
             "max_references": spec.MAX_REFERENCE_IMAGES,
             "choices": choices,
         }

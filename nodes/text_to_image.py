@@ -6,13 +6,14 @@ values by position and links by slot): add new inputs only at the end, optional.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from . import grok_spec as spec
 from . import schema
 from .batches import BatchMember
 from .generate import GrokCall
 from .generating import run_generating
+from .models import GROK_IMAGINE, GROK_IMAGINE_2, GrokModel
 
 
 def build_arguments(
@@ -20,38 +21,36 @@ def build_arguments(
 ) -> dict[str, Any]:
     """The request body of Grok Imagine Image: exactly fal's fields (num_images is the node's total; it is
     split per request)."""
-    return schema.common_arguments(prompt, num_images, aspect_ratio, spec.ASPECT_RATIOS, resolution,
-                                   output_format, sync_mode)
-
-
-def build_v2_arguments(
-    prompt: str, num_images: int, aspect_ratio: str, resolution: str, output_format: str, sync_mode: bool,
-    quality: str = spec.DEFAULT_QUALITY,
-) -> dict[str, Any]:
-    """The request body of Grok Imagine 2.0 Image: the same fields plus `quality`."""
-    arguments = schema.common_arguments(prompt, num_images, aspect_ratio, spec.ASPECT_RATIOS, resolution,
-                                        output_format, sync_mode, spec.MAX_PROMPT_CHARS_V2)
-    return {**arguments, "quality": schema.check_choice("quality", quality, spec.QUALITIES)}
-
-
-def _required(prompt_tooltip: str) -> dict[str, Any]:
-    return {
-        "prompt": schema.prompt_input(prompt_tooltip),
-        "num_images": schema.num_images_input(),
-        "aspect_ratio": schema.aspect_ratio_input(spec.ASPECT_RATIOS, spec.DEFAULT_ASPECT_RATIO,
-                                                  "Width:height of the images."),
-        **schema.common_tail_inputs(),
-    }
+    inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
+              "output_format": output_format, "sync_mode": sync_mode}
+    return GROK_IMAGINE.endpoint_and_arguments("text-to-image", inputs, {})[1]
 
 
 class _TextToImageNode(schema.GrokImagesNode):
-    """What both text-to-image nodes share; each says which endpoint and body its choice input gives."""
+    """What both text-to-image nodes share; each names its model."""
 
     FUNCTION = "generate"
+    MODEL: ClassVar[GrokModel]
+    PROMPT_TOOLTIP: ClassVar[str]
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "prompt": schema.prompt_input(cls.PROMPT_TOOLTIP),
+                "num_images": schema.num_images_input(),
+                "aspect_ratio": schema.aspect_ratio_input(spec.ASPECT_RATIOS, spec.DEFAULT_ASPECT_RATIO,
+                                                          "Width:height of the images."),
+                **schema.common_tail_inputs(),
+            },
+            "optional": {cls.MODEL.choice_input: cls.MODEL.choice_input_definition(),
+                         "on_refusal": schema.on_refusal_input()},
+            "hidden": schema.HIDDEN,
+        }
 
     @classmethod
     def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        raise NotImplementedError
+        return cls.MODEL.endpoint_and_arguments("text-to-image", inputs, optional)
 
     async def generate(
         self, prompt: str, num_images: int = 1, aspect_ratio: str = spec.DEFAULT_ASPECT_RATIO,
@@ -59,7 +58,7 @@ class _TextToImageNode(schema.GrokImagesNode):
         sync_mode: bool = False, seed: int = 0, on_refusal: str = "fail", unique_id: str | None = None,
         extra_pnginfo: Any = None, **optional: Any,
     ) -> dict[str, Any]:
-        """`optional`: the node's choice input (tier or quality). The seed is never sent."""
+        """`optional`: the model's choice input (tier or quality). The seed is never sent."""
         inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
                   "output_format": output_format, "sync_mode": sync_mode}
 
@@ -82,19 +81,8 @@ class FalGrokImagineImage(_TextToImageNode):
         "quality tier). Needs a fal API key (FAL_KEY or Settings > Grok Imagine (fal)). fal bills each generated "
         "image; the price of the next run is shown on the node."
     )
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": _required("What the image should show. Grok may rewrite it; see the revised_prompt output."),
-            "optional": {"tier": schema.tier_input(), "on_refusal": schema.on_refusal_input()},
-            "hidden": schema.HIDDEN,
-        }
-
-    @classmethod
-    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        tier = schema.check_choice("tier", optional.get("tier", spec.DEFAULT_TIER), spec.TIERS)
-        return spec.ENDPOINT_BY_TIER["text-to-image"][tier], build_arguments(**inputs)
+    MODEL = GROK_IMAGINE
+    PROMPT_TOOLTIP = "What the image should show. Grok may rewrite it; see the revised_prompt output."
 
 
 class FalGrokImagine2Image(_TextToImageNode):
@@ -106,17 +94,6 @@ class FalGrokImagine2Image(_TextToImageNode):
         "Settings > Grok Imagine (fal)). fal bills each generated image; the price of the next run is shown on the "
         "node."
     )
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": _required("What the image should show (at most 8,000 characters). Grok may rewrite it; see "
-                                  "the revised_prompt output."),
-            "optional": {"quality": schema.quality_input(), "on_refusal": schema.on_refusal_input()},
-            "hidden": schema.HIDDEN,
-        }
-
-    @classmethod
-    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        return spec.V2_TEXT_TO_IMAGE_ENDPOINT, build_v2_arguments(
-            **inputs, quality=optional.get("quality", spec.DEFAULT_QUALITY))
+    MODEL = GROK_IMAGINE_2
+    PROMPT_TOOLTIP = ("What the image should show (at most 8,000 characters). Grok may rewrite it; see the "
+                      "revised_prompt output.")

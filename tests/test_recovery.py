@@ -179,3 +179,24 @@ async def test_a_journalled_request_that_ended_with_an_error_at_fal_is_not_resum
     images, _, _ = await run_node(Node, **INPUTS)
     assert images.shape[0] == 2 and len(fake_fal.submits) == 2
     assert journal().entries()[request_id].state == "failed"
+
+
+async def test_a_cancelled_submit_whose_request_had_already_finished_is_collected_by_the_next_run(
+    fake_fal: FakeFal, tmp_path: Path
+) -> None:
+    fake_fal.faults.submit_delay = 1.0  # fal's answer is slow; the request itself is done long before it arrives
+    with fake_comfy(tmp_path) as host:
+        task = asyncio.ensure_future(run_node(Node, **INPUTS, unique_id="4"))
+        while not fake_fal.submits:
+            await asyncio.sleep(0.02)
+        host.interrupted = True
+        with pytest.raises(InterruptProcessingException):
+            await task
+    request_id = fake_fal.submits[0].request_id
+    for _ in range(100):  # the background loop gets fal's answer, and its cancel comes too late
+        if journal().entries().get(request_id) is not None and fake_fal.cancels:
+            break
+        await asyncio.sleep(0.05)
+    fake_fal.faults.submit_delay = None
+    images, _, urls = await run_node(Node, **INPUTS)
+    assert len(fake_fal.submits) == 1 and request_id in urls and images.shape[0] == 2
