@@ -201,9 +201,9 @@ async def _run_part(run: _Run, plan: RequestPlan, progress: RequestProgress, fir
         return Part(files, grok.revised_prompt, [u for u in grok.image_urls if not u.startswith("data:")],
                     handle.request_id)
 
-    plan = RequestPlan(plan.endpoint, plan.arguments, plan.fingerprint, on_accepted=charge)
+    charged = RequestPlan(plan.endpoint, plan.arguments, plan.fingerprint, on_accepted=charge)
     try:
-        collected = await run_request(run.queue, run.journal, plan, run.limits, _events(progress), collect,
+        collected = await run_request(run.queue, run.journal, charged, run.limits, _events(progress), collect,
                                       resumed=resumed)
     except ContentPolicyError as exc:
         if run.call.on_refusal != "placeholder":

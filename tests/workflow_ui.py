@@ -31,17 +31,20 @@ def _has_control_widget(name: str, spec: Any) -> bool:
 
 
 def widget_inputs(info: dict[str, Any], widgets_values: list[Any], linked: set[str] = frozenset()) -> dict[str, Any]:
-    """Map a node's positional widget values to input names."""
+    """Map a node's positional widget values to input names. A widget input fed by a link keeps its
+    value (and position) in `widgets_values`; the link supplies the input instead."""
     values = list(widgets_values)
     inputs: dict[str, Any] = {}
     for section in ("required", "optional"):
         for name in info["input_order"].get(section, []):
             spec = info["input"][section][name]
-            if not _is_widget(spec) or name in linked:
+            if not _is_widget(spec):
                 continue
             if not values:
                 return inputs
-            inputs[name] = values.pop(0)
+            value = values.pop(0)
+            if name not in linked:
+                inputs[name] = value
             if _has_control_widget(name, spec) and values:
                 values.pop(0)  # "randomize" / "fixed": frontend-only
     return inputs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import time
@@ -51,16 +52,16 @@ class ComfyServer:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=30) as response:  # noqa: S310 (loopback)
+    def get(self, path: str, timeout: float = 30) -> Any:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=timeout) as response:  # noqa: S310 (loopback)
             return json.loads(response.read() or b"null")
 
-    def post(self, path: str, body: Any) -> Any:
+    def post(self, path: str, body: Any, timeout: float = 30) -> Any:
         request = urllib.request.Request(
             f"{self.url}{path}", data=json.dumps(body).encode(), method="POST",
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (loopback)
             return json.loads(response.read() or b"null")
 
     def queue(self, prompt: dict[str, Any]) -> str:
@@ -81,6 +82,17 @@ class ComfyServer:
         entry = self.wait(self.queue(prompt), timeout)
         return entry, time.monotonic() - started
 
+    def open_descriptors(self) -> int:
+        """How many files and sockets ComfyUI's process holds open now (Linux: /proc/<pid>/fd)."""
+        return len(os.listdir(f"/proc/{self.process.pid}/fd"))
+
+    def rss_bytes(self) -> int:
+        """ComfyUI's resident memory now (Linux: VmRSS of /proc/<pid>/status)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc/<pid>/status")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -89,19 +101,33 @@ class ComfyServer:
             self.process.kill()
 
 
+def _limit_open_files(limit: int):  # noqa: ANN202 (a preexec_fn)
+    def apply() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
 def start_comfy(
-    comfy_dir: Path, python: Path, base_dir: Path, env: dict[str, str], timeout: float = 180
+    comfy_dir: Path, python: Path, base_dir: Path, env: dict[str, str], timeout: float = 180, *,
+    open_files_limit: int | None = None, pack_root: Path | None = None,
 ) -> ComfyServer:
+    """Start ComfyUI with the pack linked in; answers once the pack's node is registered.
+
+    `open_files_limit`: ComfyUI's RLIMIT_NOFILE (soft and hard), e.g. 256 as macOS's default.
+    `pack_root`: link another checkout of the pack (e.g. an old commit in a git worktree) instead of this one.
+    """
+    pack_root = pack_root or PACK_ROOT
     # as a user does after cloning: the pack's requirements into ComfyUI's environment
     subprocess.run(  # noqa: S603 (our own argv)
         [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r",
-         str(PACK_ROOT / "requirements.txt")],
+         str(pack_root / "requirements.txt")],
         check=True, capture_output=True,
     )
     (base_dir / "custom_nodes").mkdir(parents=True, exist_ok=True)
     link = base_dir / "custom_nodes" / PACK_FOLDER
     if not link.exists():
-        link.symlink_to(PACK_ROOT, target_is_directory=True)
+        link.symlink_to(pack_root, target_is_directory=True)
     port = free_port()
     log_path = base_dir / "comfyui.log"
     process = subprocess.Popen(  # noqa: S603 (our own argv)
@@ -112,6 +138,7 @@ def start_comfy(
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        preexec_fn=None if open_files_limit is None else _limit_open_files(open_files_limit),  # noqa: PLW1509
     )
     server = ComfyServer(f"http://127.0.0.1:{port}", base_dir, process, log_path)
     deadline = time.monotonic() + timeout

@@ -68,7 +68,23 @@ def _fresh_fake(fal: FakeFal) -> None:
 
 
 def api_prompt(path: Path, object_info: dict[str, Any]) -> dict[str, Any]:
+    """The prompt the frontend queues for a UI workflow file."""
     return to_api_prompt(load_workflow(path), object_info)
+
+
+def is_generating(node: dict[str, Any]) -> bool:
+    """A Grok node that sends requests to fal (the Prompt List only splits text)."""
+    return node["class_type"].startswith("FalGrokImagine") and node["class_type"] != "FalGrokImaginePromptList"
+
+
+def expected_submits(prompt: dict[str, Any], node_id: str) -> int:
+    """Requests a Grok node sends: one per 4 images, once per prompt when a Prompt List feeds its prompt."""
+    inputs = prompt[node_id]["inputs"]
+    runs = 1
+    source = inputs.get("prompt")
+    if isinstance(source, list) and prompt[source[0]]["class_type"] == "FalGrokImaginePromptList":
+        runs = len([line for line in prompt[source[0]]["inputs"]["prompts"].splitlines() if line.strip()])
+    return runs * -(-int(inputs.get("num_images", 1)) // 4)
 
 
 def bust_cache(prompt: dict[str, Any]) -> dict[str, Any]:
@@ -115,8 +131,13 @@ def test_every_example_workflow_runs_and_saves_its_images(
     for saved in files:  # Save Image embeds the prompt and workflow in the PNG: never the key
         metadata = json.dumps(Image.open(saved).info, default=str)
         assert "FalGrokImagine" in metadata and TEST_KEY.split(":")[1] not in metadata
-    grok_nodes = [node_id for node_id, node in prompt.items() if node["class_type"].startswith("FalGrokImagine")]
-    assert len(fal.submits) == len(grok_nodes)
+    grok_nodes = [node_id for node_id, node in prompt.items() if is_generating(node)]
+    assert len(fal.submits) == sum(expected_submits(prompt, node_id) for node_id in grok_nodes)
+    for node in prompt.values():  # a Prompt List's prompts each went to fal, once
+        if node["class_type"] == "FalGrokImaginePromptList":
+            listed = [line.strip() for line in node["inputs"]["prompts"].splitlines() if line.strip()]
+            sent = [s.json["prompt"] for s in fal.submits]
+            assert sorted(p for p in sent if p in listed) == sorted(listed)
     for node_id in grok_nodes:  # previews and the revised prompt are shown on the node itself
         ui = entry["outputs"][node_id]
         assert ui["images"] and ui["images"][0]["type"] == "temp"
