@@ -1,0 +1,455 @@
+"""The web extension in the real ComfyUI frontend, headless: frontend 1.27.10 (the snapshot's own) and, when
+installed beside the venv, 1.58.1 in both of its renderers (classic canvas and Nodes 2.0).
+
+Checked in the browser, as a user would see it:
+- the price badge shows a price on every billed Grok node of every example workflow (drawn by the canvas, or
+  an element of the Nodes 2.0 node), exactly one badge per node;
+- the badge follows num_images (changed through the UI: the widget's arrow on the canvas, the + button in
+  Nodes 2.0) and the references of an edit node (a link connected to image_2);
+- after a run the prompt box keeps its height (the revised prompt box and the previews grow the node);
+- the fal key panel saves and removes a key through the server's write guard;
+- every node's help page is served where the frontend looks for it.
+
+Needs COMFYUI_DIR (a ComfyUI checkout) with its venv beside it (or COMFYUI_VENV), Debian's chromium, and
+Playwright in that venv (see README: e2e tests); without them every test here skips. Frontend 1.58.1 is
+looked for in $COMFY_HOST_HOME/frontend-1.58.1 (GROK_IMAGINE_NEW_FRONTEND overrides).
+
+The browser part runs in ComfyUI's venv (it has Playwright): pytest runs this same file there as a script,
+`python test_frontend.py URL RENDERER WORKFLOW... > results.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"]
+PACK_URL = "/extensions/grok-imagine-fal/"
+TEST_KEY_FROM_PANEL = "panel-key-id:panel-key-secret-0123456789abwxyz"
+
+# ---------------------------------------------------------------------------------------------------------
+# The browser driver (runs in ComfyUI's venv)
+
+JS_BADGES = """async () => {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const vue = document.querySelector('[data-node-id]') !== null;
+  const out = [];
+  for (const node of app.graph._nodes) {
+    const price = node.grokImaginePrice;
+    if (!price) continue;
+    const marked = (node.badges ?? []).filter((b) => typeof b === 'function' && b.grokImaginePrice).length;
+    app.canvas.ds.scale = 1;
+    app.canvas.centerOnNode(node);
+    app.canvas.setDirty(true, true);
+    await sleep(vue ? 400 : 50);
+    let shown = false;
+    if (vue) {
+      const el = document.querySelector(`[data-node-id="${node.id}"]`);
+      shown = !!el && [...el.querySelectorAll('div')]
+        .some((d) => d.children.length === 0 && d.textContent.trim() === price.badge.text);
+    } else {
+      const proto = Object.getPrototypeOf(price.badge);
+      const draw = proto.draw;
+      const drawn = [];
+      proto.draw = function (...args) { drawn.push(this); return draw.apply(this, args); };
+      try { app.canvas.draw(true, true); } finally { proto.draw = draw; }
+      shown = drawn.includes(price.badge);
+    }
+    out.push({ id: node.id, type: node.type, label: price.badge.text, usesBadges: price.usesBadges, marked, shown });
+  }
+  return out;
+}"""
+
+JS_PROMPT = """(id) => {
+  const node = app.graph.getNodeById(id);
+  const prompt = node.widgets.find((w) => w.name === 'prompt');
+  const el = prompt.element ?? prompt.inputEl;
+  const vueEl = document.querySelector(`[data-node-id="${id}"] textarea`);
+  return { textarea: (vueEl ?? el)?.offsetHeight ?? null, slot: prompt.computedHeight ?? null, node: [...node.size],
+           widgets: node.widgets.map((w) => w.name) };
+}"""
+
+STATUS = "document.querySelector('.grok-imagine-key-status')"
+REMOVE = "document.querySelector('.grok-imagine-remove-key')"
+KEY_STATUS = "async () => JSON.stringify(await (await fetch('/grok_imagine/key')).json())"
+
+
+def _post(url: str, path: str, body: Any) -> None:
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).read()  # noqa: S310 (loopback)
+
+
+def drive(url: str, renderer: str, workflows: list[str]) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    _post(url, "/settings/Comfy.TutorialCompleted", True)
+    _post(url, "/settings/Comfy.VueNodes.Enabled", renderer == "nodes2")
+    results: dict[str, Any] = {"renderer": renderer, "errors": []}
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        ctx = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                   args=CHROMIUM_FLAGS, viewport={"width": 1600, "height": 1000})
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        page.on("console", lambda m: results["errors"].append(m.text) if m.type == "error"
+                and PACK_URL in (m.location or {}).get("url", "") else None)
+        page.on("pageerror", lambda e: results["errors"].append(str(e)) if PACK_URL in (e.stack or "") else None)
+        page.goto(url + "/", wait_until="load", timeout=60000)
+        page.wait_for_function("() => window.app && window.app.graph && window.app.canvas && window.LiteGraph",
+                               timeout=60000)
+        page.wait_for_timeout(1000)
+        results["frontend"] = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || null")
+        results["vue_nodes"] = renderer == "nodes2"
+
+        def load(path: str) -> None:
+            page.evaluate("async (wf) => { await window.app.loadGraphData(wf, true, true, 'e2e'); }",
+                          json.loads(Path(path).read_text()))
+            page.wait_for_timeout(800)
+
+        # 1. a badge with a price on every billed node of every example workflow
+        results["badges"] = {}
+        for path in workflows:
+            load(path)
+            results["badges"][Path(path).stem] = page.evaluate(JS_BADGES)
+        results["vue_dom"] = page.evaluate("() => document.querySelector('[data-node-id]') !== null")
+
+        # 2. the badge follows num_images, changed through the UI
+        load(next(w for w in workflows if w.endswith("grok_imagine_text_to_image.json")))
+        node_id = page.evaluate("() => app.graph._nodes.find((n) => n.grokImaginePrice).id")
+        label = f"() => app.graph.getNodeById({node_id}).grokImaginePrice.badge.text"
+        before = page.evaluate(label)
+        if renderer == "nodes2":
+            page.locator(f'[data-node-id="{node_id}"] [aria-label="num_images"] button[aria-label="Increment"]').click()
+            page.wait_for_timeout(400)
+            dom = page.locator(f'[data-node-id="{node_id}"]').inner_text()
+        else:  # the widget's right arrow on the canvas
+            x, y = page.evaluate(f"""() => {{
+                const node = app.graph.getNodeById({node_id});
+                app.canvas.ds.scale = 1; app.canvas.centerOnNode(node); app.canvas.draw(true, true);
+                const w = node.widgets.find((w) => w.name === 'num_images');
+                const {{ offset, scale }} = app.canvas.ds;  // graph to screen, as the canvas draws it
+                const rect = app.canvas.canvas.getBoundingClientRect();
+                return [rect.left + (node.pos[0] + node.size[0] - 22 + offset[0]) * scale,
+                        rect.top + (node.pos[1] + w.y + 10 + offset[1]) * scale];
+            }}""")
+            page.mouse.click(x, y)
+            page.wait_for_timeout(400)
+            dom = None
+        results["num_images"] = {
+            "before": before, "after": page.evaluate(label), "dom": dom,
+            "value": page.evaluate(f"() => app.graph.getNodeById({node_id}).widgets"
+                                   ".find((w) => w.name === 'num_images').value"),
+        }
+
+        # 3. the badge of an edit node follows its references
+        load(next(w for w in workflows if w.endswith("grok_imagine_generate_then_edit.json")))
+        results["references"] = page.evaluate("""async () => {
+            const edit = app.graph._nodes.find((n) => n.type === 'FalGrokImagineEdit');
+            const source = app.graph._nodes.find((n) => n.type === 'FalGrokImagineImage');
+            const before = edit.grokImaginePrice.badge.text;
+            source.connect(0, edit, edit.inputs.findIndex((i) => i.name === 'image_2'));
+            await new Promise((r) => setTimeout(r, 400));
+            const el = document.querySelector(`[data-node-id="${edit.id}"]`);
+            return { before, after: edit.grokImaginePrice.badge.text, dom: el ? el.innerText : null };
+        }""")
+
+        # 3b. the badge of a node fed by a prompt list follows the list, as the user types into it
+        batch = [w for w in workflows if w.endswith("grok_imagine_prompt_list_batch.json")]
+        if batch:
+            load(batch[0])
+            results["prompt_list"] = page.evaluate("""async () => {
+                const list = app.graph._nodes.find((n) => n.type === 'FalGrokImaginePromptList');
+                const grok = app.graph._nodes.find((n) => n.grokImaginePrice);
+                const before = grok.grokImaginePrice.badge.text;
+                const widget = list.widgets.find((w) => w.name === 'prompts');
+                const box = document.querySelector(`[data-node-id="${list.id}"] textarea`) ?? widget.element;
+                box.value += '\\nA fifth prompt';
+                box.dispatchEvent(new Event('input', { bubbles: true }));
+                await new Promise((r) => setTimeout(r, 400));
+                const el = document.querySelector(`[data-node-id="${grok.id}"]`);
+                return { before, after: grok.grokImaginePrice.badge.text, dom: el ? el.innerText : null };
+            }""")
+
+        # 4. the prompt box keeps its height after a run
+        load(next(w for w in workflows if w.endswith("grok_imagine_text_to_image.json")))
+        node_id = page.evaluate("() => app.graph._nodes.find((n) => n.grokImaginePrice).id")
+        page.evaluate(f"() => {{ const n = app.graph.getNodeById({node_id}); app.canvas.ds.scale = 1; "
+                      "app.canvas.centerOnNode(n); app.canvas.setDirty(true, true); }")
+        page.wait_for_timeout(300)
+        prompt_before = page.evaluate(JS_PROMPT, node_id)
+        page.evaluate("""() => new Promise((resolve) => {
+            for (const n of app.graph._nodes) {
+                const seed = n.widgets?.find((w) => w.name === 'seed');
+                if (seed) seed.value = Math.floor(Math.random() * 1e12);
+            }
+            app.api.addEventListener('execution_success', resolve, { once: true });
+            app.queuePrompt(0, 1);
+        })""")
+        page.wait_for_function(f"() => app.graph.getNodeById({node_id}).widgets.some((w) => w.name === "
+                               "'$$grok-revised-prompt')", timeout=30000)
+        page.wait_for_timeout(1500)
+        page.evaluate("() => app.canvas.setDirty(true, true)")
+        page.wait_for_timeout(300)
+        results["prompt"] = {"before": prompt_before, "after": page.evaluate(JS_PROMPT, node_id)}
+
+        # 5. the fal key panel saves and removes a key through the write guard
+        results["guard_without_header"] = page.evaluate("""async () => (await fetch('/grok_imagine/key', {
+            method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"key": "x:y"}' })).status""")
+        page.evaluate("() => app.extensionManager.command.execute('Comfy.ShowSettingsDialog')")
+        page.wait_for_timeout(1000)
+        page.evaluate("""() => [...document.querySelectorAll('.p-dialog *, [role=dialog] *')]
+            .find((e) => e.children.length === 0 && e.textContent.trim() === 'Grok Imagine (fal)')?.click()""")
+        panel = page.locator(".grok-imagine-key-panel")
+        panel.wait_for(timeout=10000)
+        status = panel.locator(".grok-imagine-key-status")
+        page.wait_for_function(f"() => !{STATUS}.textContent.includes('Checking')")
+        key = {"initial": status.inner_text()}
+        panel.locator("input").fill(TEST_KEY_FROM_PANEL)
+        panel.locator(".grok-imagine-save-key").click()
+        page.wait_for_function(f"() => {STATUS}.textContent.includes('stored key') || !{REMOVE}.disabled",
+                               timeout=10000)
+        key["saved"] = status.inner_text()
+        key["after_save"] = json.loads(page.evaluate(KEY_STATUS))
+        panel.locator(".grok-imagine-remove-key").click()
+        page.wait_for_function(f"() => {REMOVE}.disabled", timeout=10000)
+        key["removed"] = status.inner_text()
+        key["after_remove"] = json.loads(page.evaluate(KEY_STATUS))
+        key["page_holds_key"] = TEST_KEY_FROM_PANEL.split(":")[1] in page.content()
+        results["key"] = key
+        spend = page.locator(".grok-imagine-spend-panel")
+        page.wait_for_function("() => document.querySelector('.grok-imagine-spend-totals')?.textContent"
+                               ".startsWith('Today')", timeout=10000)
+        results["spend_panel"] = spend.inner_text()
+        ctx.close()
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(drive(sys.argv[1], sys.argv[2], sys.argv[3:])))
+    sys.exit(0)
+
+# ---------------------------------------------------------------------------------------------------------
+# The tests (pytest, the project's Python)
+
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+from comfy_host import PACK_FOLDER, PACK_ROOT, ComfyServer, comfy_paths, free_port  # noqa: E402
+from comfy_like import TEST_KEY  # noqa: E402
+from fake_fal import FakeFal  # noqa: E402
+
+PATHS = comfy_paths()
+pytestmark = [
+    pytest.mark.skipif(PATHS is None,
+                       reason="COMFYUI_DIR is not set to a ComfyUI checkout with its venv (see README: e2e tests)"),
+    pytest.mark.timeout(400),  # the first test of a frontend waits for ComfyUI and the browser (~50 s each)
+]
+EXAMPLES = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
+NEW_FRONTEND = Path(os.environ.get("GROK_IMAGINE_NEW_FRONTEND") or Path(
+    os.environ.get("COMFY_HOST_HOME", Path.home() / "comfy-host")) / "frontend-1.58.1" / "comfyui_frontend_package"
+                    / "static")
+FRONTENDS = {"1.27.10": (None, ["classic"]), "1.58.1": (NEW_FRONTEND, ["classic", "nodes2"])}
+NODES = ["FalGrokImagineImage", "FalGrokImagineEdit", "FalGrokImagineResult", "FalGrokImagine2Image",
+         "FalGrokImagine2Edit", "FalGrokImaginePromptList"]
+
+
+def start_comfy_with_frontend(base_dir: Path, env: dict[str, str], front_end_root: Path | None) -> ComfyServer:
+    """comfy_host.start_comfy, with `--front-end-root` when a frontend other than the venv's is wanted."""
+    assert PATHS is not None
+    comfy_dir, python = PATHS
+    (base_dir / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    link = base_dir / "custom_nodes" / PACK_FOLDER
+    if not link.exists():
+        link.symlink_to(PACK_ROOT, target_is_directory=True)
+    port = free_port()
+    log_path = base_dir / "comfyui.log"
+    argv = [str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
+            "--base-directory", str(base_dir)]
+    if front_end_root is not None:
+        argv += ["--front-end-root", str(front_end_root)]
+    process = subprocess.Popen(  # noqa: S603 (our own argv)
+        argv, cwd=comfy_dir, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    server = ComfyServer(f"http://127.0.0.1:{port}", base_dir, process, log_path)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ComfyUI exited early:\n{server.log()[-3000:]}")
+        try:
+            server.get("/object_info/FalGrokImagineImage")
+            return server
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"ComfyUI did not answer within 180s:\n{server.log()[-3000:]}")
+
+
+def browser_ready() -> str | None:
+    """Why the browser part cannot run here, or None."""
+    assert PATHS is not None
+    if not (shutil.which("chromium") or Path(CHROMIUM).exists()):
+        return "needs Debian's chromium"
+    probe = subprocess.run([str(PATHS[1]), "-c", "import playwright"], capture_output=True)  # noqa: S603
+    return None if probe.returncode == 0 else "needs Playwright in ComfyUI's venv"
+
+
+@pytest.fixture(scope="module")
+def fal() -> Iterator[FakeFal]:
+    server = FakeFal(accepted_keys={TEST_KEY}, run_time=0.3).start()
+    yield server
+    server.stop()
+
+
+def look_in_the_browser(version: str, fal: FakeFal, base: Path) -> dict[str, Any]:
+    """Start ComfyUI on one frontend, let the browser look at it in each renderer, stop ComfyUI."""
+    root, renderers = FRONTENDS[version]
+    assert PATHS is not None
+    env = {"FAL_KEY": TEST_KEY, "FAL_QUEUE_BASE_URL": fal.url, "FAL_REST_BASE_URL": fal.url,
+           "GROK_IMAGINE_STATE_DIR": str(base / "grok-state")}
+    server = start_comfy_with_frontend(base, env, root)
+    try:
+        seen: dict[str, Any] = {"version": version, "pricing": server.get("/grok_imagine/pricing"), "help": {}}
+        for node in NODES:  # frontend 1.27 and 1.58 both fetch /extensions/<pack>/docs/<node>.md
+            url = f"{server.url}/extensions/{PACK_FOLDER}/docs/{node}.md"
+            with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 (loopback)
+                seen["help"][node] = (server.get(f"/object_info/{node}")[node]["display_name"], answer.read().decode())
+        for renderer in renderers:
+            started = time.monotonic()
+            result = subprocess.run(  # noqa: S603 (our own argv)
+                [str(PATHS[1]), __file__, server.url, renderer, *map(str, EXAMPLES)],
+                capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+            seen[renderer] = json.loads(result.stdout.strip().splitlines()[-1])
+            seen[renderer]["seconds"] = round(time.monotonic() - started, 1)
+    finally:
+        server.stop()
+    log = server.log()
+    assert TEST_KEY.split(":")[1] not in log and TEST_KEY_FROM_PANEL.split(":")[1] not in log
+    return seen
+
+
+_SEEN: dict[str, dict[str, Any] | BaseException] = {}
+
+
+@pytest.fixture(params=list(FRONTENDS))
+def frontend(request: pytest.FixtureRequest, fal: FakeFal, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What the browser saw on one frontend, in each of its renderers: looked at once per frontend, whatever
+    order the tests run in (ComfyUI is stopped again right after)."""
+    root, _ = FRONTENDS[request.param]
+    if root is not None and not (root / "index.html").is_file():
+        pytest.skip(f"frontend {request.param} is not installed at {root}")
+    reason = browser_ready()
+    if reason:
+        pytest.skip(reason)
+    if request.param not in _SEEN:
+        try:
+            _SEEN[request.param] = look_in_the_browser(request.param, fal,
+                                                       tmp_path_factory.mktemp(f"comfy-frontend-{request.param}"))
+        except BaseException as exc:  # a failed look fails every test of that frontend, without a second try
+            _SEEN[request.param] = exc
+            raise
+    seen = _SEEN[request.param]
+    if isinstance(seen, BaseException):
+        pytest.fail(f"looking at frontend {request.param} failed: {seen!r}")
+    return seen
+
+
+def renderers(frontend: dict[str, Any]) -> list[dict[str, Any]]:
+    return [frontend[r] for r in FRONTENDS[frontend["version"]][1]]
+
+
+def test_the_right_frontend_and_renderer_were_checked(frontend: dict[str, Any]) -> None:
+    for seen in renderers(frontend):
+        assert seen["frontend"] == frontend["version"]
+        assert seen["vue_dom"] == seen["vue_nodes"], "the renderer asked for is not the one that drew the nodes"
+        assert not seen["errors"], seen["errors"]
+
+
+def test_every_billed_node_of_every_example_shows_exactly_one_price_badge(frontend: dict[str, Any]) -> None:
+    billed = set(frontend["pricing"]["nodes"])
+    for seen in renderers(frontend):
+        for workflow, nodes in seen["badges"].items():
+            expected = [n["type"] for n in json.loads((PACK_ROOT / "example_workflows" / f"{workflow}.json")
+                                                      .read_text())["nodes"] if n["type"] in billed]
+            assert sorted(n["type"] for n in nodes) == sorted(expected), (workflow, nodes)
+            for node in nodes:
+                assert node["label"].startswith("$") and " · " in node["label"], node
+                assert node["usesBadges"] and node["marked"] == 1, node  # node.badges, never a second badge
+                assert node["shown"], (seen["renderer"], workflow, node)
+        print(f"{frontend['version']} {seen['renderer']}: "
+              f"{sum(n['shown'] for nodes in seen['badges'].values() for n in nodes)} badges shown")
+
+
+def test_the_badge_follows_num_images_changed_in_the_ui(frontend: dict[str, Any]) -> None:
+    for seen in renderers(frontend):
+        change = seen["num_images"]
+        assert change["value"] == 2, (seen["renderer"], change)
+        assert (change["before"], change["after"]) == ("$0.02 · 1 image", "$0.04 · 2 images"), change
+        if seen["vue_nodes"]:
+            assert "$0.04 · 2 images" in change["dom"]
+
+
+def test_the_badge_of_an_edit_follows_its_references(frontend: dict[str, Any]) -> None:
+    for seen in renderers(frontend):
+        refs = seen["references"]
+        assert (refs["before"], refs["after"]) == ("$0.042–0.046 · 2 images", "$0.044–0.046 · 2 images"), refs
+        if seen["vue_nodes"]:
+            assert "$0.044–0.046 · 2 images" in refs["dom"]
+
+
+def test_the_badge_of_a_node_fed_by_a_prompt_list_follows_the_list(frontend: dict[str, Any]) -> None:
+    for seen in renderers(frontend):
+        if "prompt_list" not in seen:
+            pytest.skip("no example workflow grok_imagine_prompt_list_batch.json")
+        change = seen["prompt_list"]
+        assert (change["before"], change["after"]) == ("$0.08 · 4 prompts × 1 image", "$0.10 · 5 prompts × 1 image")
+        if seen["vue_nodes"]:
+            assert "$0.10 · 5 prompts × 1 image" in change["dom"]
+
+
+def test_the_prompt_box_keeps_its_height_after_a_run(frontend: dict[str, Any]) -> None:
+    for seen in renderers(frontend):
+        before, after = seen["prompt"]["before"], seen["prompt"]["after"]
+        print(f"{frontend['version']} {seen['renderer']}: prompt textarea {before['textarea']} px before a run, "
+              f"{after['textarea']} px after; node {before['node']} -> {after['node']}")
+        assert "$$grok-revised-prompt" in after["widgets"]
+        assert after["textarea"] >= before["textarea"] - 2, (seen["renderer"], before, after)
+        if not seen["vue_nodes"]:
+            assert before["textarea"] > 100 and after["node"][1] > before["node"][1], (before, after)
+
+
+def test_the_key_panel_saves_and_removes_a_key_through_the_write_guard(frontend: dict[str, Any]) -> None:
+    for seen in renderers(frontend):
+        key = seen["key"]
+        assert seen["guard_without_header"] == 403, "a write without X-Grok-Imagine must be refused"
+        assert "…cdef" in key["initial"] and "FAL_KEY" in key["initial"]
+        assert key["after_save"]["key_file_present"] is True, key
+        assert "stored key exists too" in key["saved"]
+        assert key["after_remove"]["key_file_present"] is False, key
+        assert "stored key" not in key["removed"]
+        assert not key["page_holds_key"]
+        assert seen["spend_panel"].startswith("Today $") and "No daily limit is set." in seen["spend_panel"]
+
+
+def test_every_node_has_its_help_page_where_the_frontend_looks(frontend: dict[str, Any]) -> None:
+    for node, (display_name, page) in frontend["help"].items():
+        assert page.startswith(f"# {display_name}\n"), node
+        assert "## Inputs" in page and "## Price" in page, node
+
+
+def test_the_vitest_price_fixture_is_the_served_price_table(frontend: dict[str, Any]) -> None:
+    fixture = json.loads((PACK_ROOT / "tests" / "js" / "fixtures" / "pricing.json").read_text())
+    assert frontend["pricing"] == fixture, "update tests/js/fixtures/pricing.json (and the labels tested with it)"
