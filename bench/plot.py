@@ -1,8 +1,8 @@
 """A small horizontal bar chart of the benchmark's ratios against their targets, drawn with Pillow.
 
 Every bar is the measured value divided by its target, so one vertical line at 1.0 marks every
-target: a bar that ends left of it passes. Bars without a target (informational figures) are grey
-and drawn against 1.0 as they are.
+target: a bar that ends left of it is within its target (green), one that ends right of it is not
+(red). A negative value (e.g. a difference in the pack's favour) draws no bar.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-WIDTH = 1000
+WIDTH = 1100
 ROW_HEIGHT = 26
-LABEL_WIDTH = 330
+LABEL_WIDTH = 380
 VALUE_WIDTH = 170
 MARGIN = 20
 TITLE_HEIGHT = 56
@@ -22,7 +22,6 @@ AXIS_HEIGHT = 40
 
 PASS_COLOUR = (76, 160, 90)
 FAIL_COLOUR = (205, 70, 60)
-INFO_COLOUR = (150, 150, 150)
 TARGET_COLOUR = (30, 30, 30)
 GRID_COLOUR = (225, 225, 225)
 TEXT_COLOUR = (20, 20, 20)
@@ -34,12 +33,12 @@ class Bar:
 
     label: str
     value: float
-    target: float | None
-    text: str  # what is written at the end of the bar, e.g. "1.07x / 1.2x"
+    target: float
+    text: str  # what is written at the end of the bar, e.g. "1.07x / 1.20x"
 
     @property
     def normalised(self) -> float:
-        return self.value / self.target if self.target else self.value
+        return max(0.0, self.value / self.target)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -79,7 +78,7 @@ def draw_ratio_chart(bars: list[Bar], path: Path, title: str, subtitle: str = ""
 
     for row, bar in enumerate(bars):
         y = top + row * ROW_HEIGHT
-        colour = INFO_COLOUR if bar.target is None else PASS_COLOUR if bar.value <= bar.target else FAIL_COLOUR
+        colour = PASS_COLOUR if bar.value <= bar.target else FAIL_COLOUR
         draw.text((MARGIN, y + 6), bar.label, fill=TEXT_COLOUR, font=font)
         draw.rectangle([left, y + 4, max(left + 1, x_of(bar.normalised)), y + ROW_HEIGHT - 4], fill=colour)
         draw.text((right + 8, y + 6), bar.text, fill=TEXT_COLOUR, font=font)

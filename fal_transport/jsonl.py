@@ -88,7 +88,7 @@ class JsonlFile(Generic[V]):
         """`read(view of every line so far, number of lines)`, run while nobody else folds into the view."""
         state = current()
         key = str(self.path)
-        with state.lock:
+        with state.jsonl_lock:
             try:
                 cached = self._read(state.jsonl_views.get(key))
             except OSError:
@@ -106,5 +106,5 @@ class JsonlFile(Generic[V]):
                 write_private(self.path, "".join(line + "\n" for line in lines))
         except OSError:
             log.warning("could not compact %s", self.path, exc_info=True)
-        with current().lock:
+        with current().jsonl_lock:
             current().jsonl_views.pop(str(self.path), None)

@@ -32,8 +32,10 @@ class ProcessState:
     following: set[str] = field(default_factory=set)
     # fal_transport.background: the loop thread that submits and cancels run on
     worker: Any = None
-    # fal_transport.jsonl: the folded view of each journal-like file, by path
+    # fal_transport.jsonl: the folded view of each journal-like file, by path, and the lock of the views
+    # (its own: reading a file under it must never hold up the event loop's short critical sections)
     jsonl_views: dict[str, Any] = field(default_factory=dict)
+    jsonl_lock: threading.Lock = field(default_factory=threading.Lock)
     # fal_transport.ledger: what this process spent, and what is reserved for submits under way
     session_spend_usd: float = 0.0
     reserved_usd: float = 0.0

@@ -43,14 +43,23 @@ class OutputBatch:
                  fixed: tuple[int, int] | None = None) -> None:
         self.key = key
         self.builder = BatchBuilder(count, fixed)
+        self._expected = expected
         self._preparing: list[asyncio.Future[Any]] = []
-        remembered = current().output_sizes.get(key) if key is not None else None
-        if fixed is not None:
-            self._prepare(fixed, "the size asked for")
+        self._started = False
+
+    def prepare_ahead(self) -> None:
+        """Start preparing the batch from the best hint, once: call it when fal starts running the request,
+        so that a list of hundreds of queued prompts does not prepare hundreds of batches at its start."""
+        if self._started:
+            return
+        self._started = True
+        remembered = current().output_sizes.get(self.key) if self.key is not None else None
+        if self.builder.fixed is not None:
+            self._prepare(self.builder.fixed, "the size asked for")
         elif remembered is not None:
             self._prepare(remembered, "the size these settings gave before")
         else:
-            self._prepare(expected, "the size xAI documents for these settings")
+            self._prepare(self._expected, "the size xAI documents for these settings")
 
     def _prepare(self, size: tuple[int, int] | None, why: str) -> None:
         if size is None or size[0] * size[1] > PREPARE_MAX_PIXELS:
@@ -60,6 +69,10 @@ class OutputBatch:
 
     def stated_size(self, size: tuple[int, int] | None) -> None:
         """fal's result states the images' size (when it does, before they are downloaded)."""
+        if size is None:
+            self.prepare_ahead()
+            return
+        self._started = True
         self._prepare(size, "fal's result states the size")
 
     async def fetch(self, urls: list[str], *, first_slot: int, timeout_s: float,

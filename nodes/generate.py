@@ -24,7 +24,7 @@ from ..fal_transport.errors import ContentPolicyError, SpendLimitError
 from ..fal_transport.journal import Journal, fingerprint
 from ..fal_transport.ledger import Ledger, Reservation
 from ..fal_transport.lifecycle import RequestEvents, RequestPlan, find_resumable, run_request
-from ..fal_transport.queue import FalQueue, RequestHandle
+from ..fal_transport.queue import FalQueue, QueueStatus, RequestHandle
 from ..image_io.batch import FetchedImage
 from ..image_io.output_batch import OutputBatch
 from . import grok_spec as spec
@@ -161,8 +161,13 @@ def _plan(call: GrokCall, size: int, index: int, parts: int) -> RequestPlan:
     return RequestPlan(call.endpoint, arguments, fingerprint(call.endpoint, identity))
 
 
-def _events(progress: RequestProgress) -> RequestEvents:
-    return RequestEvents(on_status=progress.status, on_tick=progress.tick, should_cancel=host.interrupted,
+def _events(progress: RequestProgress, out: OutputBatch | None = None) -> RequestEvents:
+    def on_status(status: QueueStatus) -> None:
+        if out is not None and status.state != "IN_QUEUE":
+            out.prepare_ahead()  # fal is making the images: their batch can be made ready meanwhile
+        progress.status(status)
+
+    return RequestEvents(on_status=on_status, on_tick=progress.tick, should_cancel=host.interrupted,
                          on_submitted=progress.submitted, on_resumed=progress.resumed)
 
 
@@ -203,8 +208,8 @@ async def _run_part(run: _Run, plan: RequestPlan, progress: RequestProgress, fir
 
     charged = RequestPlan(plan.endpoint, plan.arguments, plan.fingerprint, on_accepted=charge)
     try:
-        collected = await run_request(run.queue, run.journal, charged, run.limits, _events(progress), collect,
-                                      resumed=resumed)
+        collected = await run_request(run.queue, run.journal, charged, run.limits, _events(progress, run.out),
+                                      collect, resumed=resumed)
     except ContentPolicyError as exc:
         if run.call.on_refusal != "placeholder":
             raise

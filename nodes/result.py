@@ -47,6 +47,7 @@ async def recover(endpoint: str, request_id: str, *, node_id: str | None = None)
         nonlocal out
         grok = read_result(result, handle.request_id)
         out = OutputBatch(len(grok.image_urls), key=None, expected=grok.stated_size)
+        out.prepare_ahead()
         progress.downloading(len(grok.image_urls))
         files = await out.fetch(grok.image_urls, first_slot=0, timeout_s=limits.download_timeout,
                                 request_id=handle.request_id)
