@@ -60,7 +60,7 @@ def loads(values: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples, shorter generations (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="fewer samples, shorter generations (about two minutes)")
     parser.add_argument("--gen-latency", type=float, help="the fake's generation time, s (default 1.0, quick 0.2)")
     parser.add_argument("--cdn-latency", type=float, default=0.02, help="delay before each image file, s (0.02)")
     parser.add_argument("--repeats", type=int, help="samples per figure (default 7, quick 3)")

@@ -89,3 +89,15 @@ async def test_an_implausibly_large_stated_size_is_not_allocated_ahead_of_the_im
     with caplog.at_level(logging.DEBUG, logger="grok_imagine_fal"):
         images, _, _ = await run_node(Node, prompt="a huge claim", aspect_ratio="2:3")
     assert not any("60000" in m for m in prepared_messages(caplog)) and tuple(images.shape) == (1, 16, 16, 3)
+
+
+async def test_a_request_waiting_in_fals_queue_prepares_no_batch_yet(
+    fake_fal: FakeFal, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A list of hundreds of queued prompts must not allocate hundreds of batches at its start.
+    monkeypatch.setenv("GROK_IMAGINE_QUEUE_TIMEOUT", "0.5")
+    fake_fal.faults.stuck_in_queue = True
+    errors = pack_module("fal_transport.errors")
+    with caplog.at_level(logging.DEBUG, logger="grok_imagine_fal"), pytest.raises(errors.FalTimeoutError):
+        await run_node(Node, prompt="never leaves the queue", aspect_ratio="16:9", num_images=4)
+    assert prepared_messages(caplog) == []
