@@ -20,17 +20,15 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
 
-from comfy_host import PACK_FOLDER, ComfyServer, comfy_paths, free_port  # noqa: E402
+from comfy_host import ComfyServer, comfy_paths, start_comfy  # noqa: E402
 from comfy_like import TEST_KEY  # noqa: E402
 from fake_fal import FakeFal  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -134,34 +132,12 @@ def thumbnail(png: bytes, target: Path, width: int = 640) -> None:
     image.save(target, "JPEG", quality=82, optimize=True)
 
 
-def start_comfy(base: Path, env: dict[str, str], front_end_root: Path | None) -> ComfyServer:
-    """ComfyUI with the pack linked into `base`, on the given frontend (tests/e2e/comfy_host.py's way)."""
+def start_comfy_on(base: Path, env: dict[str, str], front_end_root: Path | None) -> ComfyServer:
+    """ComfyUI with the pack linked into `base`, on the given frontend (tests/e2e/comfy_host.py)."""
     paths = comfy_paths()
     if paths is None:
         sys.exit("set COMFYUI_DIR to a ComfyUI checkout with its venv beside it")
-    comfy_dir, python = paths
-    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
-    (base / "custom_nodes" / PACK_FOLDER).symlink_to(ROOT, target_is_directory=True)
-    port = free_port()
-    argv = [str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-            "--disable-auto-launch", "--base-directory", str(base)]
-    if front_end_root is not None:
-        argv += ["--front-end-root", str(front_end_root)]
-    log = base / "comfyui.log"
-    process = subprocess.Popen(argv, cwd=comfy_dir, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},  # noqa: S603
-                               stdout=log.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = ComfyServer(f"http://127.0.0.1:{port}", base, process, log)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"ComfyUI exited early:\n{server.log()[-3000:]}")
-        try:
-            server.get("/object_info/FalGrokImagineImage")
-            return server
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    server.stop()
-    sys.exit(f"ComfyUI did not answer within 180s:\n{server.log()[-3000:]}")
+    return start_comfy(*paths, base, env, front_end_root=front_end_root)
 
 
 def open_page(browser, comfy: ComfyServer, vue_nodes: bool) -> Page:  # noqa: ANN001 (playwright's Browser)
@@ -241,7 +217,7 @@ def main() -> None:
             tempfile.TemporaryDirectory() as base:
         env = {"FAL_KEY": TEST_KEY, "FAL_QUEUE_BASE_URL": fal.url, "FAL_REST_BASE_URL": fal.url,
                "GROK_IMAGINE_STATE_DIR": str(Path(base) / "state")}
-        comfy = start_comfy(Path(base), env, front_end_root)
+        comfy = start_comfy_on(Path(base), env, front_end_root)
         try:
             comfy.post("/settings/Comfy.TutorialCompleted", True)
             comfy.post("/settings/Comfy.Minimap.Visible", False)

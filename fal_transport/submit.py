@@ -18,9 +18,11 @@ from .client import lease
 from .errors import FalError, RequestCancelledError, SubmitUncertainError
 from .journal import Journal
 from .plan import RequestEvents, RequestPlan
-from .queue import FalQueue, RequestHandle
+from .queue import CANCEL_TIMEOUT_S, FalQueue, RequestHandle
 
 log = logging.getLogger("grok_imagine_fal")
+
+CANCEL_BUDGET_S = CANCEL_TIMEOUT_S + 1.0  # a slow submit's answer, then its cancel
 
 
 def cancelled_before_sending() -> RequestCancelledError:
@@ -66,15 +68,25 @@ async def submit(queue: FalQueue, journal: Journal, plan: RequestPlan, events: R
     answer.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, even when abandoned
     try:
         handle = await until_cancelled(asyncio.shield(answer), events.should_cancel, _cancelled_while_submitting)
-    except (RequestCancelledError, asyncio.CancelledError):
-        if not handoff.abandon():  # the answer had just arrived: cancel that request at fal
+    except (RequestCancelledError, asyncio.CancelledError) as stop:
+        if handoff.abandon():  # the background loop cancels the request once fal answers the submit
+            cancelling: asyncio.Future[object] = answer
+        else:  # the answer had just arrived: cancel that request at fal
             handle = future.result(timeout=10.0)
             journal.release(handle.request_id)
-            worker().run(cancel_and_mark(queue, journal, handle))
+            cancelling = asyncio.wrap_future(worker().run(cancel_and_mark(queue, journal, handle)))
+        if isinstance(stop, asyncio.CancelledError):
+            await _briefly(cancelling)  # stopped by its caller (another request of the run failed): let fal hear
         raise
     if events.on_submitted is not None:
         events.on_submitted(handle)
     return handle
+
+
+async def _briefly(cancelling: asyncio.Future[object]) -> None:
+    """Wait, within fal's cancel budget, for a handed-off cancel to reach fal, so that the run's error
+    comes after it. The user's Cancel does not wait: it stops the node at once."""
+    await asyncio.wait({cancelling}, timeout=CANCEL_BUDGET_S)
 
 
 async def _submit_in_background(queue: FalQueue, journal: Journal, plan: RequestPlan,

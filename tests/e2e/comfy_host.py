@@ -110,12 +110,13 @@ def _limit_open_files(limit: int):  # noqa: ANN202 (a preexec_fn)
 
 def start_comfy(
     comfy_dir: Path, python: Path, base_dir: Path, env: dict[str, str], timeout: float = 180, *,
-    open_files_limit: int | None = None, pack_root: Path | None = None,
+    open_files_limit: int | None = None, pack_root: Path | None = None, front_end_root: Path | None = None,
 ) -> ComfyServer:
     """Start ComfyUI with the pack linked in; answers once the pack's node is registered.
 
     `open_files_limit`: ComfyUI's RLIMIT_NOFILE (soft and hard), e.g. 256 as macOS's default.
     `pack_root`: link another checkout of the pack (e.g. an old commit in a git worktree) instead of this one.
+    `front_end_root`: serve this frontend (`--front-end-root`) instead of the one in ComfyUI's venv.
     """
     pack_root = pack_root or PACK_ROOT
     # as a user does after cloning: the pack's requirements into ComfyUI's environment
@@ -130,9 +131,12 @@ def start_comfy(
         link.symlink_to(pack_root, target_is_directory=True)
     port = free_port()
     log_path = base_dir / "comfyui.log"
+    argv = [str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+            "--disable-auto-launch", "--base-directory", str(base_dir)]
+    if front_end_root is not None:
+        argv += ["--front-end-root", str(front_end_root)]
     process = subprocess.Popen(  # noqa: S603 (our own argv)
-        [str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--disable-auto-launch", "--base-directory", str(base_dir)],
+        argv,
         cwd=comfy_dir,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
         stdout=log_path.open("wb"),

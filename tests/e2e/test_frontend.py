@@ -245,7 +245,7 @@ import urllib.error  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
-from comfy_host import PACK_FOLDER, PACK_ROOT, ComfyServer, comfy_paths, free_port  # noqa: E402
+from comfy_host import PACK_FOLDER, PACK_ROOT, ComfyServer, comfy_paths, start_comfy  # noqa: E402
 from comfy_like import TEST_KEY  # noqa: E402
 from fake_fal import FakeFal  # noqa: E402
 
@@ -265,35 +265,9 @@ NODES = ["FalGrokImagineImage", "FalGrokImagineEdit", "FalGrokImagineResult", "F
 
 
 def start_comfy_with_frontend(base_dir: Path, env: dict[str, str], front_end_root: Path | None) -> ComfyServer:
-    """comfy_host.start_comfy, with `--front-end-root` when a frontend other than the venv's is wanted."""
+    """ComfyUI with the pack, on the venv's frontend or (`front_end_root`) another one."""
     assert PATHS is not None
-    comfy_dir, python = PATHS
-    (base_dir / "custom_nodes").mkdir(parents=True, exist_ok=True)
-    link = base_dir / "custom_nodes" / PACK_FOLDER
-    if not link.exists():
-        link.symlink_to(PACK_ROOT, target_is_directory=True)
-    port = free_port()
-    log_path = base_dir / "comfyui.log"
-    argv = [str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
-            "--base-directory", str(base_dir)]
-    if front_end_root is not None:
-        argv += ["--front-end-root", str(front_end_root)]
-    process = subprocess.Popen(  # noqa: S603 (our own argv)
-        argv, cwd=comfy_dir, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    server = ComfyServer(f"http://127.0.0.1:{port}", base_dir, process, log_path)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"ComfyUI exited early:\n{server.log()[-3000:]}")
-        try:
-            server.get("/object_info/FalGrokImagineImage")
-            return server
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    server.stop()
-    raise RuntimeError(f"ComfyUI did not answer within 180s:\n{server.log()[-3000:]}")
+    return start_comfy(*PATHS, base_dir, env, front_end_root=front_end_root)
 
 
 def browser_ready() -> str | None:
