@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "e2e")]
 
-from comfy_host import ComfyServer, comfy_paths, start_comfy  # noqa: E402
+from comfy_host import ComfyServer, comfy_paths, pack_env, start_comfy  # noqa: E402
 from comfy_like import TEST_KEY  # noqa: E402
 from fake_fal import FakeFal  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -215,9 +215,7 @@ def main() -> None:
     front_end_root = NEW_FRONTEND if (NEW_FRONTEND / "index.html").is_file() else None
     with FakeFal(accepted_keys={TEST_KEY}, queue_time=1.5, run_time=5.0) as fal, \
             tempfile.TemporaryDirectory() as base:
-        env = {"FAL_KEY": TEST_KEY, "FAL_QUEUE_BASE_URL": fal.url, "FAL_REST_BASE_URL": fal.url,
-               "GROK_IMAGINE_STATE_DIR": str(Path(base) / "state")}
-        comfy = start_comfy_on(Path(base), env, front_end_root)
+        comfy = start_comfy_on(Path(base), pack_env(fal.url, Path(base), TEST_KEY), front_end_root)
         try:
             comfy.post("/settings/Comfy.TutorialCompleted", True)
             comfy.post("/settings/Comfy.Minimap.Visible", False)

@@ -150,6 +150,11 @@ class Ledger:
     def reserve(self, price_usd: float) -> Reservation:
         """Set `price_usd` aside for a run, or refuse the run if it would pass today's limit."""
         limit, source = self.daily_limit()
+        state = current()
+        with state.spend_lock:  # no charge is between its record and its give-back meanwhile
+            return self._reserve(price_usd, limit, source)
+
+    def _reserve(self, price_usd: float, limit: float | None, source: str | None) -> Reservation:
         totals = self.totals() if limit is not None else None
         state = current()
         with state.lock:
@@ -173,8 +178,10 @@ class Reservation:
     left_usd: float
 
     def charge(self, request_id: str, endpoint: str, *, images: int, references: int, price_usd: float | None) -> None:
-        self._give_back(min(self.left_usd, price_usd or 0.0))
-        self.ledger.record(request_id, endpoint, images=images, references=references, price_usd=price_usd)
+        """The request was accepted: its price moves from reserved to recorded, never absent from both."""
+        with current().spend_lock:
+            self.ledger.record(request_id, endpoint, images=images, references=references, price_usd=price_usd)
+            self._give_back(min(self.left_usd, price_usd or 0.0))
 
     def release(self) -> None:
         self._give_back(self.left_usd)

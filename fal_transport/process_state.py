@@ -37,8 +37,10 @@ class ProcessState:
     jsonl_views: dict[str, Any] = field(default_factory=dict)
     jsonl_lock: threading.Lock = field(default_factory=threading.Lock)
     # fal_transport.ledger: what this process spent, and what is reserved for submits under way
+    # (spend_lock: a reserve's check and a charge's record-then-give-back never interleave)
     session_spend_usd: float = 0.0
     reserved_usd: float = 0.0
+    spend_lock: threading.Lock = field(default_factory=threading.Lock)
     # image_io.sizes: the image size each combination of settings gave last
     output_sizes: OrderedDict[str, tuple[int, int]] = field(default_factory=OrderedDict)
     # nodes.batches: the list batches running now, by (event loop, node id)

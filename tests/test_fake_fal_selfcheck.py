@@ -20,34 +20,19 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fake_fal import (
+    CONTENT_POLICY_MESSAGE,
+    EDIT_ENDPOINTS,
+    ENDPOINTS,
+    TEXT_ENDPOINTS,
+    V2_ENDPOINTS,
+    FakeFal,
+    Job,
+    fake_image_size,
+    http_date,
+    index_from_colour,
+)
 from PIL import Image
-
-try:
-    from fake_fal import (
-        CONTENT_POLICY_MESSAGE,
-        EDIT_ENDPOINTS,
-        ENDPOINTS,
-        TEXT_ENDPOINTS,
-        V2_ENDPOINTS,
-        FakeFal,
-        Job,
-        fake_image_size,
-        http_date,
-        index_from_colour,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.fake_fal import (
-        CONTENT_POLICY_MESSAGE,
-        EDIT_ENDPOINTS,
-        ENDPOINTS,
-        TEXT_ENDPOINTS,
-        V2_ENDPOINTS,
-        FakeFal,
-        Job,
-        fake_image_size,
-        http_date,
-        index_from_colour,
-    )
 
 KEY = "test-key-1234"
 TEXT = "xai/grok-imagine-image"

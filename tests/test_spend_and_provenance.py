@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,28 @@ async def test_a_prompt_without_a_workflow_still_carries_its_provenance(fake_fal
     extra: dict = {}
     await run_node_raw(Node, prompt="a lighthouse", unique_id="12:3", extra_pnginfo=extra)
     assert extra["grok_imagine"]["12:3"][0]["request_ids"] == [fake_fal.submits[0].request_id]
+
+
+def test_the_daily_limit_holds_while_an_accepted_request_is_being_recorded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("GROK_IMAGINE_DAILY_LIMIT_USD", "0.02")  # room for one image
+    ledger = ledger_module.Ledger(tmp_path)
+    first = ledger.reserve(0.02)
+    append = ledger.file.append
+
+    def slow_append(record: dict) -> None:  # a slow disk: the accepted request is on its way into spend.jsonl
+        time.sleep(0.4)
+        append(record)
+
+    monkeypatch.setattr(ledger.file, "append", slow_append)
+    charging = threading.Thread(target=first.charge, args=("req-1", "xai/grok-imagine-image"),
+                                kwargs={"images": 1, "references": 0, "price_usd": 0.02})
+    charging.start()
+    time.sleep(0.1)
+    try:
+        with pytest.raises(errors.SpendLimitError):  # another run asks meanwhile: its $0.02 does not fit
+            ledger_module.Ledger(tmp_path).reserve(0.02)
+    finally:
+        charging.join()
+    assert ledger_module.Ledger(tmp_path).totals().today_usd == 0.02

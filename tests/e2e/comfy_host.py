@@ -36,6 +36,13 @@ def comfy_paths() -> tuple[Path, Path] | None:
     return comfy_dir, python
 
 
+def pack_env(fal_url: str, base: Path, key: str, **more: str) -> dict[str, str]:
+    """ComfyUI's environment for the pack: its fal key, fal (the fake) at `fal_url` for the queue and
+    for uploads, and the pack's state under `base`; `more` adds or overrides variables."""
+    return {"FAL_KEY": key, "FAL_QUEUE_BASE_URL": fal_url, "FAL_REST_BASE_URL": fal_url,
+            "GROK_IMAGINE_STATE_DIR": str(base / "grok-state"), **more}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

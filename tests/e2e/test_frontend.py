@@ -245,7 +245,7 @@ import urllib.error  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
-from comfy_host import PACK_FOLDER, PACK_ROOT, ComfyServer, comfy_paths, start_comfy  # noqa: E402
+from comfy_host import PACK_FOLDER, PACK_ROOT, ComfyServer, comfy_paths, pack_env, start_comfy  # noqa: E402
 from comfy_like import TEST_KEY  # noqa: E402
 from fake_fal import FakeFal  # noqa: E402
 
@@ -290,9 +290,7 @@ def look_in_the_browser(version: str, fal: FakeFal, base: Path) -> dict[str, Any
     """Start ComfyUI on one frontend, let the browser look at it in each renderer, stop ComfyUI."""
     root, renderers = FRONTENDS[version]
     assert PATHS is not None
-    env = {"FAL_KEY": TEST_KEY, "FAL_QUEUE_BASE_URL": fal.url, "FAL_REST_BASE_URL": fal.url,
-           "GROK_IMAGINE_STATE_DIR": str(base / "grok-state")}
-    server = start_comfy_with_frontend(base, env, root)
+    server = start_comfy_with_frontend(base, pack_env(fal.url, base, TEST_KEY), root)
     try:
         seen: dict[str, Any] = {"version": version, "pricing": server.get("/grok_imagine/pricing"), "help": {}}
         for node in NODES:  # frontend 1.27 and 1.58 both fetch /extensions/<pack>/docs/<node>.md

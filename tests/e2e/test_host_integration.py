@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from comfy_host import PACK_ROOT, ComfyServer, comfy_paths, start_comfy
+from comfy_host import PACK_ROOT, ComfyServer, comfy_paths, pack_env, start_comfy
 from comfy_like import TEST_KEY
 from fake_fal import FakeFal
 from PIL import Image
@@ -54,13 +54,8 @@ def fal() -> Iterator[FakeFal]:
 def comfy(fal: FakeFal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
     assert PATHS is not None
     base = tmp_path_factory.mktemp("comfy-host-integration")
-    env = {
-        "FAL_KEY": "", "FAL_KEY_ID": "", "FAL_KEY_SECRET": "",  # empty counts as unset: the stored key is used
-        "FAL_QUEUE_BASE_URL": fal.url,
-        "FAL_REST_BASE_URL": fal.url,
-        "GROK_IMAGINE_STATE_DIR": str(base / "grok-state"),
-        "GROK_IMAGINE_DAILY_LIMIT_USD": "",
-    }
+    # an empty key counts as unset: the key stored through the settings is used
+    env = pack_env(fal.url, base, "", FAL_KEY_ID="", FAL_KEY_SECRET="", GROK_IMAGINE_DAILY_LIMIT_USD="")
     server = start_comfy(*PATHS, base, env)
     yield server
     server.stop()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from comfy_host import PACK_ROOT, ComfyServer, comfy_paths, start_comfy
+from comfy_host import PACK_ROOT, ComfyServer, comfy_paths, pack_env, start_comfy
 from comfy_like import TEST_KEY
 from fake_fal import FakeFal
 from PIL import Image
@@ -43,13 +43,7 @@ def fal() -> Iterator[FakeFal]:
 def comfy(fal: FakeFal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
     assert PATHS is not None
     base = tmp_path_factory.mktemp("comfy-base")
-    env = {
-        "FAL_KEY": TEST_KEY,
-        "FAL_QUEUE_BASE_URL": fal.url,
-        "FAL_REST_BASE_URL": fal.url,
-        "GROK_IMAGINE_STATE_DIR": str(base / "grok-state"),
-    }
-    server = start_comfy(*PATHS, base, env)
+    server = start_comfy(*PATHS, base, pack_env(fal.url, base, TEST_KEY))
     yield server
     server.stop()
     log = server.log()

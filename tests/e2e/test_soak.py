@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from comfy_host import ComfyServer, comfy_paths, start_comfy
+from comfy_host import ComfyServer, comfy_paths, pack_env, start_comfy
 from comfy_like import TEST_KEY
 from fake_fal import FakeFal
 
@@ -60,13 +60,8 @@ def fal() -> Iterator[FakeFal]:
 def comfy(fal: FakeFal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
     assert PATHS is not None
     base = tmp_path_factory.mktemp("comfy-soak")
-    env = {
-        "FAL_KEY": TEST_KEY,
-        "FAL_QUEUE_BASE_URL": fal.url,
-        "FAL_REST_BASE_URL": fal.url,
-        "GROK_IMAGINE_STATE_DIR": str(base / "grok-state"),
-        "MALLOC_MMAP_THRESHOLD_": "65536",  # freed large blocks go back to the system: RSS = live memory
-    }
+    # MALLOC_MMAP_THRESHOLD_: freed large blocks go back to the system, so RSS is live memory
+    env = pack_env(fal.url, base, TEST_KEY, MALLOC_MMAP_THRESHOLD_="65536")
     server = start_comfy(*PATHS, base, env, open_files_limit=OPEN_FILES_LIMIT)
     yield server
     server.stop()
