@@ -65,7 +65,7 @@ async def submit(queue: FalQueue, journal: Journal, plan: RequestPlan, events: R
     handoff = _Handoff()
     future = worker().run(_submit_in_background(queue, journal, plan, handoff))
     answer = asyncio.wrap_future(future)
-    answer.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved, even when abandoned
+    answer.add_done_callback(_retrieved)
     try:
         handle = await until_cancelled(asyncio.shield(answer), events.should_cancel, _cancelled_while_submitting)
     except (RequestCancelledError, asyncio.CancelledError) as stop:
@@ -75,12 +75,19 @@ async def submit(queue: FalQueue, journal: Journal, plan: RequestPlan, events: R
             handle = future.result(timeout=10.0)
             journal.release(handle.request_id)
             cancelling = asyncio.wrap_future(worker().run(cancel_and_mark(queue, journal, handle)))
+            cancelling.add_done_callback(_retrieved)
         if isinstance(stop, asyncio.CancelledError):
             await _briefly(cancelling)  # stopped by its caller (another request of the run failed): let fal hear
         raise
     if events.on_submitted is not None:
         events.on_submitted(handle)
     return handle
+
+
+def _retrieved(done: asyncio.Future[object]) -> None:
+    """A background outcome counts as seen even when nobody waits for it (no "never retrieved" warning)."""
+    if not done.cancelled():
+        done.exception()
 
 
 async def _briefly(cancelling: asyncio.Future[object]) -> None:
