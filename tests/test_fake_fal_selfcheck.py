@@ -137,7 +137,7 @@ def test_size_table_follows_xai_at_1k_and_doubles_at_2k() -> None:
 
 
 def test_happy_path_over_one_keepalive_client(fake: FakeFal, client: httpx.Client) -> None:
-    fake.queue_time, fake.run_time = 0.1, 0.1
+    fake.queue_time, fake.run_time = 0.5, 0.2  # room for a busy machine to open the stream in time
     response = submit(client, num_images=2, aspect_ratio="16:9")
     assert response.status_code == 200
     handle = response.json()
