@@ -20,15 +20,6 @@ from .models import GROK_IMAGINE, GROK_IMAGINE_2, GrokModel
 from .references import encode_references, reference_tensors, reference_urls
 
 
-def build_arguments(
-    prompt: str, num_images: int, aspect_ratio: str, resolution: str, output_format: str, sync_mode: bool
-) -> dict[str, Any]:
-    """The request body of Grok Imagine Edit without `image_urls` (added once the references are uploaded)."""
-    inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
-              "output_format": output_format, "sync_mode": sync_mode}
-    return GROK_IMAGINE.endpoint_and_arguments("edit", inputs, {})[1]
-
-
 def _required() -> dict[str, Any]:
     return {
         "image": ("IMAGE", {"tooltip": "The image(s) to edit: the first one to three images of this batch are the "

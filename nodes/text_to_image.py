@@ -16,16 +16,6 @@ from .generating import run_generating
 from .models import GROK_IMAGINE, GROK_IMAGINE_2, GrokModel
 
 
-def build_arguments(
-    prompt: str, num_images: int, aspect_ratio: str, resolution: str, output_format: str, sync_mode: bool
-) -> dict[str, Any]:
-    """The request body of Grok Imagine Image: exactly fal's fields (num_images is the node's total; it is
-    split per request)."""
-    inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
-              "output_format": output_format, "sync_mode": sync_mode}
-    return GROK_IMAGINE.endpoint_and_arguments("text-to-image", inputs, {})[1]
-
-
 class _TextToImageNode(schema.GrokImagesNode):
     """What both text-to-image nodes share; each names its model."""
 

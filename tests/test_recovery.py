@@ -45,7 +45,7 @@ def fal_arguments(**overrides: object) -> dict:
     values = {"prompt": INPUTS["prompt"], "num_images": 2, "aspect_ratio": "1:1", "resolution": "1k",
               "output_format": "jpeg", "sync_mode": False}
     values.update(overrides)
-    return text_to_image.build_arguments(**values)
+    return Node.endpoint_and_arguments(values, {})[1]
 
 
 async def test_every_submit_is_journalled_with_id_endpoint_fingerprint_time_and_state(fake_fal: FakeFal) -> None:

@@ -56,15 +56,23 @@ function drawFallbackBadge(node, ctx) {
   badge.draw(ctx, node.size[0] - width - 6, -titleHeight + (titleHeight - badge.height) / 2);
 }
 
+/**
+ * Chain `extra` after `target[name]` (the frontend's own method, or another extension's): the original
+ * runs first and its result is returned.
+ */
+function after(target, name, extra) {
+  const original = target[name];
+  target[name] = function (...args) {
+    const result = original?.apply(this, args);
+    extra.apply(this, args);
+    return result;
+  };
+}
+
 function watchWidgets(node) {
   for (const widget of node.widgets ?? []) {
     if (widget.grokImagineWatched) continue;
-    const callback = widget.callback;
-    widget.callback = function () {
-      const result = callback?.apply(this, arguments);
-      refreshPrice(node);
-      return result;
-    };
+    after(widget, "callback", () => refreshPrice(node));
     widget.grokImagineWatched = true;
   }
 }
@@ -102,9 +110,8 @@ app.registerExtension({
     const nodeClass = nodeData.name;
     const entryOf = () => pricing.nodes?.[nodeClass];
 
-    const onNodeCreated = nodeType.prototype.onNodeCreated;
-    nodeType.prototype.onNodeCreated = function () {
-      const result = onNodeCreated?.apply(this, arguments);
+    const hooks = nodeType.prototype;
+    after(hooks, "onNodeCreated", function () {
       // Pin the prompt box before the first widget of a run (progress text, previews) joins the node.
       const addCustomWidget = this.addCustomWidget;
       if (typeof addCustomWidget === "function") {
@@ -117,51 +124,29 @@ app.registerExtension({
         this.grokImaginePrice = attachPriceBadge(this, entryOf, app.extensionManager);
         watchWidgets(this);
       }
-      return result;
-    };
-
-    const onConfigure = nodeType.prototype.onConfigure;
-    nodeType.prototype.onConfigure = function () {
-      const result = onConfigure?.apply(this, arguments);
+    });
+    after(hooks, "onConfigure", function () {
       watchWidgets(this);
       refreshPrice(this);
-      return result;
-    };
-
-    const onConnectionsChange = nodeType.prototype.onConnectionsChange;
-    nodeType.prototype.onConnectionsChange = function () {
-      const result = onConnectionsChange?.apply(this, arguments);
-      refreshPrice(this);
-      return result;
-    };
-
-    const onWidgetChanged = nodeType.prototype.onWidgetChanged;
-    nodeType.prototype.onWidgetChanged = function () {
-      const result = onWidgetChanged?.apply(this, arguments);
-      refreshPrice(this);
-      return result;
-    };
-
+    });
+    for (const name of ["onConnectionsChange", "onWidgetChanged"]) {
+      after(hooks, name, function () {
+        refreshPrice(this);
+      });
+    }
     // The classic canvas calls this on every frame: the label follows even a change no hook saw.
     // A Prompt List feeding this node changes its price too.
-    const onDrawForeground = nodeType.prototype.onDrawForeground;
-    nodeType.prototype.onDrawForeground = function (ctx) {
-      const drawn = onDrawForeground?.apply(this, arguments);
+    after(hooks, "onDrawForeground", function (ctx) {
       const price = this.grokImaginePrice;
       if (price) {
         price.refresh();
         if (!price.usesBadges) drawFallbackBadge(this, ctx);
       }
-      return drawn;
-    };
-
-    const onExecuted = nodeType.prototype.onExecuted;
-    nodeType.prototype.onExecuted = function (message) {
-      const result = onExecuted?.apply(this, arguments);
+    });
+    after(hooks, "onExecuted", function (message) {
       const revised = revisedPromptOf(message);
       if (revised) showRevisedPrompt(this, revised);
-      return result;
-    };
+    });
 
     if (nodeClass === "FalGrokImaginePromptList") {
       // Its number of prompts multiplies the price of the Grok nodes it feeds.
@@ -170,23 +155,13 @@ app.registerExtension({
           for (const target of node.getOutputNodes?.(slot) ?? []) refreshPrice(target);
         });
       };
-      const created = nodeType.prototype.onNodeCreated;
-      nodeType.prototype.onNodeCreated = function () {
-        const result = created?.apply(this, arguments);
-        const node = this;
-        const prompts = node.widgets?.find((w) => w.name === "prompts");
-        const element = prompts?.element ?? prompts?.inputEl;
-        element?.addEventListener?.("input", () => refreshFed(node));
-        const callback = prompts?.callback;
-        if (prompts) {
-          prompts.callback = function () {
-            const out = callback?.apply(this, arguments);
-            refreshFed(node);
-            return out;
-          };
-        }
-        return result;
-      };
+      after(hooks, "onNodeCreated", function () {
+        const prompts = this.widgets?.find((w) => w.name === "prompts");
+        if (!prompts) return;
+        const element = prompts.element ?? prompts.inputEl;
+        element?.addEventListener?.("input", () => refreshFed(this));
+        after(prompts, "callback", () => refreshFed(this));
+      });
     }
   },
 });
