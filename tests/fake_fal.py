@@ -1,4 +1,4 @@
-"""A fake fal.ai queue server for the xAI Grok Imagine image endpoints.
+"""A fake fal.ai queue server for the xAI Grok Imagine image and video endpoints.
 
 It is a real HTTP/1.1 server on 127.0.0.1 (stdlib `ThreadingHTTPServer`, keep-alive, one daemon
 thread per connection) so the pack's real `httpx` client can talk to it through
@@ -28,7 +28,8 @@ given); otherwise 401 ``{"detail": "Invalid or missing API key"}``.
     ``xai/grok-imagine-image/quality/text-to-image``, ``xai/grok-imagine-image/edit``,
     ``xai/grok-imagine-image/quality/edit`` and Grok Imagine 2.0's
     ``xai/grok-imagine-image/v2.0/text-to-image`` and ``xai/grok-imagine-image/v2.0/edit``
-    (`V2_ENDPOINTS`); others give 404. `TEXT_ENDPOINTS` / `EDIT_ENDPOINTS` split them by kind.
+    (`V2_ENDPOINTS`), and the video endpoints of `fake_fal_video.VIDEO_ENDPOINTS` (see "Video endpoints"
+    below); others give 404. `TEXT_ENDPOINTS` / `EDIT_ENDPOINTS` split the image ones by kind.
     The body is validated (422 ``{"detail": [{"loc": ["body", FIELD], "msg", "type"}]}``):
     ``prompt`` (required, non-blank; on the 2.0 endpoints at most 8,000 characters, else type
     ``string_too_long``), ``num_images`` 1..4, ``aspect_ratio`` (see `ASPECT_RATIOS`; the edit
@@ -64,6 +65,17 @@ given); otherwise 401 ``{"detail": "Invalid or missing API key"}``.
 ``POST /files/upload`` (``Authorization: Bearer <token>``, raw body, ``Content-Type``,
 ``X-Fal-File-Name``)
     ``{"access_url": BASE/files/uploads/<uuid>/<name>}``, which then serves the bytes.
+
+Video endpoints
+---------------
+``xai/grok-imagine-video/text-to-video``, ``.../image-to-video``, ``.../v1.5/text-to-video``,
+``.../v1.5/image-to-video``, ``.../reference-to-video``, ``.../edit-video`` and ``.../extend-video``:
+their fields, ranges, defaults, output sizes and MP4 files are described in `fake_fal_video`. A video job
+follows the same queue, account concurrency, faults (refusals, errors, cancel, ``never_complete``...) and
+status protocol as an image job (its logs say "Generating video"). Its result is ``{"video": {url,
+content_type, file_name, file_size, width, height, fps, duration, num_frames}}``; the URL is
+``BASE/files/ID/0.mp4`` (served like an image file, so the ``image_*`` faults and ``cdn_latency`` apply
+to it) and serves a real H.264/AAC MP4 whose last frame is flat `fake_fal_video.LAST_RGB`.
 
 A job is IN_QUEUE for `queue_time` seconds after its submit (queue_position = remaining
 seconds * 2), IN_PROGRESS for `run_time` seconds (logs "Generating image i/N" as it goes), then
@@ -201,6 +213,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from fake_fal_video import (
+    VIDEO_ENDPOINTS,
+    VideoSpec,
+    check_input_video,
+    data_uri_bytes,
+    planned_video,
+    probe_mp4,
+    validate_video_arguments,
+)
 from PIL import Image
 
 __all__ = [
@@ -239,8 +260,8 @@ QUALITIES = ("low", "medium")  # Grok Imagine 2.0 only
 DEFAULT_QUALITY = "medium"
 MAX_PROMPT_CHARS_V2 = 8000
 
-CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
-EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "mp4": "video/mp4"}
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "mp4": "mp4"}
 CONTENT_POLICY_TYPES = frozenset({"content_policy_violation", "content_moderation", "nsfw"})
 CONTENT_POLICY_MESSAGE = (
     "The content could not be processed because it contained material flagged by a content checker."
@@ -257,7 +278,7 @@ IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 _PER_REQUEST_PATH = re.compile(
     r"^/(?P<app>[^/]+/[^/]+)/requests/(?P<rid>[^/]+)(?P<tail>/status/stream|/status|/cancel)?/?$"
 )
-_FILE_PATH = re.compile(r"^/files/(?P<rid>[^/]+)/(?P<index>\d+)\.(?P<ext>[a-z]+)$")
+_FILE_PATH = re.compile(r"^/files/(?P<rid>[^/]+)/(?P<index>\d+)\.(?P<ext>[a-z0-9]+)$")
 _UPLOAD_PATH = re.compile(r"^/files/uploads/(?P<key>[^/]+/[^/]+)$")
 
 
@@ -562,6 +583,7 @@ class Job:
     completed_at: float | None = None
     base_url: str = ""
     quality: str | None = None  # Grok Imagine 2.0 endpoints only
+    video: VideoSpec | None = None  # video endpoints only: what the job returns
     started_at: float | None = None
     seq: int = field(default=0, repr=False)  # submit order (FIFO rank in the account queue)
     generation: int = field(default=0, repr=False)  # FakeFal.reset() count when submitted
@@ -573,6 +595,8 @@ class Job:
 
     def result(self) -> dict[str, Any]:
         """The result JSON of a successful job (before any `result_images_override`)."""
+        if self.video is not None:
+            return self.video.result(f"{self.base_url}/files/{self.request_id}/0.mp4", "0.mp4")
         images: list[dict[str, Any]] = []
         for index in range(self.num_images):
             width, height = self.image_size(index)
@@ -616,12 +640,16 @@ class Job:
         from when it started, or from its queue time while it has not)."""
         q = self.queue_time if self.started_at is None else self.started_at - self.submitted_at
         r, n = self.run_time, self.num_images
-        lines = [(q, "INFO", f"Starting Grok Imagine: {n} image(s), {self.aspect_ratio}, {self.resolution}")]
-        lines += [(q + r * i / n, "INFO", f"Generating image {i + 1}/{n}") for i in range(n)]
+        if self.video is not None:
+            lines = [(q, "INFO", f"Starting Grok Imagine Video: {self.video.duration:g} s, {self.video.width}x"
+                                 f"{self.video.height}"), (q, "INFO", "Generating video")]
+        else:
+            lines = [(q, "INFO", f"Starting Grok Imagine: {n} image(s), {self.aspect_ratio}, {self.resolution}")]
+            lines += [(q + r * i / n, "INFO", f"Generating image {i + 1}/{n}") for i in range(n)]
         if self.failed:
             lines.append((q + r, "ERROR", f"Generation failed: {self.error or self.error_type}"))
         else:
-            lines.append((q + r, "INFO", f"Generated {n} image(s)"))
+            lines.append((q + r, "INFO", "Generated the video" if self.video else f"Generated {n} image(s)"))
         return lines
 
 
@@ -938,7 +966,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _submit(self, endpoint: str, body: bytes) -> None:
         fake = self.fake
-        known = endpoint in ENDPOINTS
+        known = endpoint in ENDPOINTS or endpoint in VIDEO_ENDPOINTS
         if known:
             drop, code = fake._take_fault("submit_drop_connection", "submit_status")
             if drop:
@@ -952,10 +980,18 @@ class _Handler(BaseHTTPRequestHandler):
         if self.rec.json is None:
             detail = [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
             return self._send_json(422, {"detail": detail})
-        args, errors = validate_arguments(endpoint, self.rec.json)
+        if endpoint in VIDEO_ENDPOINTS:
+            args, errors = validate_video_arguments(endpoint, self.rec.json)
+            shape = None if errors else fake._video_input_shape(args)
+            errors = errors or check_input_video(endpoint, shape)
+        else:
+            args, errors = validate_arguments(endpoint, self.rec.json)
         if errors:
             return self._send_json(422, {"detail": errors})
-        job = fake._create_job(endpoint, args, self.rec)
+        if endpoint in VIDEO_ENDPOINTS:
+            job = fake._create_video_job(endpoint, args, shape, self.rec)
+        else:
+            job = fake._create_job(endpoint, args, self.rec)
         rid = job.request_id
         faults = fake.faults
         accept_then, delay = faults.submit_accept_then_status, faults.submit_delay
@@ -1147,6 +1183,8 @@ class _Handler(BaseHTTPRequestHandler):
             data, content_type = bomb_png(), "image/png"
         elif faults.image_corrupt:
             data, content_type = _corrupt_bytes(index), "image/jpeg"
+        elif job.video is not None:
+            data, content_type = job.video.data(), job.content_type
         else:
             width, height = job.image_size(index)
             data, content_type = render_image(width, height, job.output_format, index), job.content_type
@@ -1648,6 +1686,49 @@ class FakeFal:
             shape = self._input_shape(args["image_urls"][0])
             if shape:
                 size = size_for_shape(shape[0], shape[1], resolution)
+        return self._add_job(endpoint, rec, args["prompt"], num_images=args["num_images"], aspect_ratio=aspect,
+                             resolution=resolution, output_format=args["output_format"], sync_mode=args["sync_mode"],
+                             image_urls=list(args.get("image_urls") or []), size=size, quality=args.get("quality"))
+
+    def _create_video_job(self, endpoint: str, args: dict[str, Any], shape: tuple[int, int, float] | None,
+                          rec: RecordedRequest) -> Job:
+        """A job on a video endpoint (`shape`: its first input's width, height and seconds, if readable)."""
+        spec = planned_video(endpoint, args, shape)
+        urls = args.get("reference_image_urls") or [args[name] for name in ("image_url", "video_url") if name in args]
+        return self._add_job(endpoint, rec, args["prompt"], num_images=1, aspect_ratio=args.get("aspect_ratio", "auto"),
+                             resolution=args.get("resolution", "auto"), output_format="mp4", sync_mode=False,
+                             image_urls=list(urls), size=(spec.width, spec.height), video=spec)
+
+    def _video_input_shape(self, args: dict[str, Any]) -> tuple[int, int, float] | None:
+        """(width, height, seconds) of a video submit's first input image or video, when the fake can read it
+        (seconds 0 for an image)."""
+        urls = args.get("reference_image_urls") or [args.get("image_url")]
+        if args.get("video_url"):
+            data = self._stored_bytes(args["video_url"])
+            return probe_mp4(data) if data is not None else None
+        shape = self._input_shape(urls[0]) if isinstance(urls[0], str) else None
+        return (shape[0], shape[1], 0.0) if shape else None
+
+    def _stored_bytes(self, url: str) -> bytes | None:
+        """The bytes behind a data URI, an upload to the fake or a video the fake serves; None otherwise."""
+        data = data_uri_bytes(url)
+        if data is not None:
+            return data
+        prefix = f"{self.url}/files/"
+        if not url.startswith(prefix):
+            return None
+        path = unquote(url[len(self.url):])
+        upload = _UPLOAD_PATH.match(path)
+        if upload:
+            with self._lock:
+                stored = self._files.get(upload["key"])
+            return stored[1] if stored else None
+        match = _FILE_PATH.match(path)
+        job = self.jobs.get(match["rid"]) if match else None
+        return job.video.data() if job is not None and job.video is not None else None
+
+    def _add_job(self, endpoint: str, rec: RecordedRequest, prompt: str, **fields: Any) -> Job:
+        """Register an accepted submit as a job, shaped by the faults set now."""
         with self._lock:
             faults = self.faults
             now = time.monotonic()
@@ -1658,7 +1739,7 @@ class FakeFal:
             if (
                 faults.content_policy
                 or (every and self._accepted % every == 0)
-                or (words and any(word in args["prompt"] for word in words))
+                or (words and any(word in prompt for word in words))
             ):
                 error, error_type = CONTENT_POLICY_MESSAGE, "content_policy_violation"
             rid = str(uuid.uuid4())
@@ -1667,14 +1748,7 @@ class FakeFal:
                 endpoint=endpoint,
                 app="/".join(endpoint.split("/")[:2]),
                 arguments=dict(rec.json),
-                prompt=args["prompt"],
-                num_images=args["num_images"],
-                aspect_ratio=aspect,
-                resolution=resolution,
-                output_format=args["output_format"],
-                sync_mode=args["sync_mode"],
-                image_urls=list(args.get("image_urls") or []),
-                size=size,
+                prompt=prompt,
                 submitted_at=now,
                 submitted_wall=time.time(),
                 queue_time=self.queue_time if faults.queue_time is None else float(faults.queue_time),
@@ -1685,9 +1759,9 @@ class FakeFal:
                 error=error,
                 error_type=error_type,
                 base_url=self.url,
-                quality=args.get("quality"),
                 seq=next(self._seq),
                 generation=self._generation,
+                **fields,
             )
             self.jobs[rid] = job
             self.submits.append(rec)
@@ -1700,18 +1774,10 @@ class FakeFal:
 
     def _input_shape(self, url: str) -> tuple[int, int] | None:
         """(width, height) of an edit input the fake can read without the network."""
+        data = self._stored_bytes(url)
+        if data is None:
+            return None
         try:
-            if url.startswith("data:"):
-                data = base64.b64decode(url.partition(",")[2])
-            else:
-                prefix = f"{self.url}/files/uploads/"
-                if not url.startswith(prefix):
-                    return None
-                with self._lock:
-                    stored = self._files.get(unquote(url[len(prefix) :]))
-                if stored is None:
-                    return None
-                data = stored[1]
             with Image.open(io.BytesIO(data)) as image:
                 return image.size
         except Exception:  # any unreadable input: fall back to square
