@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,12 +100,13 @@ async def send(
     idempotent: bool = True,
     headers: dict[str, str] | None = None,
     json: Any = None,
-    content: bytes | None = None,
+    content: bytes | Callable[[], AsyncIterator[bytes]] | None = None,
     params: dict[str, str] | None = None,
     policy: RetryPolicy = DEFAULT_RETRY,
 ) -> httpx.Response:
     """Send one request, retrying transient failures within `deadline`; returns the last response
-    (which may be an error status for the caller to interpret)."""
+    (which may be an error status for the caller to interpret). `content` is the body, or a function
+    that streams it afresh for each attempt (give its `Content-Length` in `headers`)."""
     attempt = 0
     async with lease() as loop_client:
         while True:
@@ -116,7 +118,8 @@ async def send(
                 timeout = httpx.Timeout(min(ATTEMPT_TIMEOUT_S, max(left, 0.05)), connect=CONNECT_TIMEOUT_S,
                                         pool=min(20.0, max(left, 0.05)))
                 response = await within(left, loop_client.client.request(
-                    method, url, headers=headers, json=json, content=content, params=params, timeout=timeout))
+                    method, url, headers=headers, json=json, content=content() if callable(content) else content,
+                    params=params, timeout=timeout))
             except (httpx.TransportError, httpx.TimeoutException, asyncio.TimeoutError) as exc:
                 failure = exc
 

@@ -7,15 +7,18 @@
 
 The key goes only to fal's REST API for the token; the upload itself carries the short-lived token.
 Tokens are reused until shortly before they expire, and a file already uploaded in the last hour is
-not uploaded again (by content hash).
+not uploaded again (by content hash). Files on disk (videos) are streamed, never read whole into memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 from . import config
 from .aio import Deadline
@@ -26,6 +29,9 @@ from .process_state import current
 
 TOKEN_MARGIN_S = 60.0
 UPLOAD_CACHE_S = 3600.0
+# fal's clients send a file of up to 100 MiB in one request (larger ones in parts, which this pack does not do).
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 @dataclass
 class _CdnToken:
@@ -74,28 +80,59 @@ async def upload(
 ) -> str:
     """The fal URL of `data`, uploaded now or in the last hour (`sha256`: its hex digest, if known)."""
     digest = sha256 or hashlib.sha256(data).hexdigest()
+    return await _upload(credentials, data, digest=digest, content_type=content_type, file_name=file_name,
+                         what="an image", deadline_s=120.0)
+
+
+async def upload_file(credentials: FalCredentials, path: Path, *, content_type: str, file_name: str) -> str:
+    """The fal URL of the file at `path` (the caller keeps it within `MAX_UPLOAD_BYTES`), uploaded now or in the
+    last hour. The file is streamed from disk, never read whole into memory; the upload may take 2 minutes
+    plus a second per MiB."""
+    size = path.stat().st_size
+    digest = await asyncio.to_thread(_file_sha256, path)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        with path.open("rb") as handle:
+            while chunk := handle.read(UPLOAD_CHUNK_BYTES):
+                yield chunk
+
+    return await _upload(credentials, chunks, digest=digest, content_type=content_type, file_name=file_name,
+                         what="a video", deadline_s=120.0 + size / 2**20, size=size)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(UPLOAD_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def _upload(credentials: FalCredentials, content: bytes | Callable[[], AsyncIterator[bytes]], *, digest: str,
+                  content_type: str, file_name: str, what: str, deadline_s: float, size: int | None = None) -> str:
     cached = current().uploads.get(digest)
     if cached is not None and time.monotonic() - cached[1] < UPLOAD_CACHE_S:
         return cached[0]
+    length = {"Content-Length": str(size)} if size is not None else {}
     for attempt in (1, 2):
         token = await _token(credentials)
         response = await send(
             "POST",
             f"{token.base_url}/files/upload",
-            what="uploading an image to fal's storage",
-            deadline=Deadline(120.0),
+            what=f"uploading {what} to fal's storage",
+            deadline=Deadline(deadline_s),
             headers={"Authorization": f"{token.token_type} {token.token}", "Content-Type": content_type,
-                     "X-Fal-File-Name": file_name},
-            content=data,
+                     "X-Fal-File-Name": file_name, **length},
+            content=content,
         )
         if response.status_code in (401, 403) and attempt == 1:
             current().cdn_tokens.pop(_key_id(credentials), None)  # an expired token: get a new one once
             continue
         break
     if response.status_code >= 400:
-        error = error_from_response(response, what="uploading an image", key_source=credentials.source,
+        error = error_from_response(response, what=f"uploading {what}", key_source=credentials.source,
                                     scrub=credentials.scrub)
-        raise UploadError(f"Could not upload an image to fal's storage: {error}")
+        raise UploadError(f"Could not upload {what} to fal's storage: {error}")
     try:
         url = str(response.json()["access_url"])
     except (ValueError, KeyError, TypeError) as exc:

@@ -139,7 +139,8 @@ the `Job` at submit time; the others act when a request arrives.
 - ``image_404``, ``image_redirect_loop`` (302 to itself), ``image_trickle`` (seconds between
   64-byte chunks), ``image_truncate`` (half the declared body, then close), ``image_corrupt``
   (non-image bytes as image/jpeg), ``image_bomb`` (a small PNG declaring 30000 x 30000),
-  ``image_wrong_content_type`` (a valid image as text/html), ``mixed_sizes`` (image N > 0 is
+  ``image_wrong_content_type`` (a valid image as text/html), ``file_chunked`` (result files are sent with
+  ``Transfer-Encoding: chunked`` and no ``Content-Length``, as some CDNs do), ``mixed_sizes`` (image N > 0 is
   ``64 * N`` pixels narrower than image 0).
 - ``run_time``, ``queue_time``, ``cdn_latency``: override the server's settings when not None.
 - ``account_concurrency``: overrides `FakeFal.account_concurrency` when not None (0: no limit);
@@ -484,6 +485,7 @@ class Faults:
     image_corrupt: bool = False
     image_bomb: bool = False
     image_wrong_content_type: bool = False
+    file_chunked: bool = False
     mixed_sizes: bool = False
     run_time: float | None = None
     queue_time: float | None = None
@@ -1190,6 +1192,8 @@ class _Handler(BaseHTTPRequestHandler):
             data, content_type = render_image(width, height, job.output_format, index), job.content_type
         if faults.image_wrong_content_type:
             content_type = "text/html; charset=utf-8"
+        if faults.file_chunked:
+            return self._send_chunked(data, content_type)
         if not (faults.image_truncate or faults.image_trickle):
             return self._send_bytes(200, data, content_type)
         self.send_response(200)
@@ -1206,6 +1210,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             self.wfile.write(data[start : start + TRICKLE_CHUNK])
+
+    def _send_chunked(self, data: bytes, content_type: str) -> None:
+        """A 200 answer in chunked transfer encoding (no Content-Length)."""
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for start in range(0, len(data), 65536):
+            chunk = data[start : start + 65536]
+            self.wfile.write(f"{len(chunk):X}\r\n".encode() + chunk + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
 
     def _storage_token(self) -> None:
         if not self._authorized():
