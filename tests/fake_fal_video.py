@@ -43,7 +43,8 @@ Sizes (`video_size`), an assumption (fal publishes none): the shorter side is th
 An input whose shape the fake reads (an upload to the fake, a data URI, or a video the fake served) picks the
 nearest of the seven ratios. ``edit-video`` answers in the input video's shape at 480p (``auto``) or the asked
 resolution, as long as the input but at most 8 s (fal uses the first 8 s); ``extend-video`` answers the input's
-length plus ``duration``, in the input's shape at 720p; an unreadable input counts as 6 s of 16:9.
+length plus ``duration``, in the input's shape at 480p when the input is at most 480 pixels on its shorter side,
+else 720p; an unreadable input counts as 6 s of 16:9 at 720p.
 """
 
 from __future__ import annotations
@@ -336,7 +337,8 @@ def planned_video(endpoint: str, args: dict[str, Any], input_shape: tuple[int, i
             resolution = "480p" if resolution == "auto" else resolution
             seconds = min(seconds, EDIT_MAX_SECONDS)
         else:
-            resolution, seconds = "720p", seconds + args["duration"]
+            small = input_shape is not None and min(input_shape[:2]) <= SHORT_SIDE["480p"]
+            resolution, seconds = "480p" if small else "720p", seconds + args["duration"]
     else:
         seconds = args["duration"]
     width, height = video_size(ratio, resolution)

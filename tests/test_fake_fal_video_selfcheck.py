@@ -143,13 +143,18 @@ def test_auto_takes_the_shape_of_an_image_the_fake_can_read(client: httpx.Client
 
 
 def test_edit_and_extend_follow_the_input_video(fake: FakeFal, client: httpx.Client) -> None:
-    portrait = run(client, TEXT_TO_VIDEO, {"prompt": "x", "aspect_ratio": "9:16", "duration": 10})["video"]
+    portrait = run(client, TEXT_TO_VIDEO, {"prompt": "x", "aspect_ratio": "9:16", "duration": 10,
+                                           "resolution": "480p"})["video"]
     edited = run(client, EDIT_VIDEO, {"prompt": "x", "video_url": portrait["url"]})["video"]
     assert (edited["width"], edited["height"], edited["duration"]) == (480, 854, 8), "fal uses the first 8 s"
     extended = run(client, EXTEND_VIDEO, {"prompt": "x", "video_url": portrait["url"], "duration": 3})["video"]
-    assert (extended["width"], extended["height"], extended["duration"]) == (720, 1280, 13)
+    assert (extended["width"], extended["height"], extended["duration"]) == (480, 854, 13)
+    square = run(client, TEXT_TO_VIDEO, {"prompt": "x", "aspect_ratio": "1:1", "duration": 2})["video"]
+    larger = run(client, EXTEND_VIDEO, {"prompt": "x", "video_url": square["url"], "duration": 2})["video"]
+    assert (larger["width"], larger["height"], larger["duration"]) == (720, 720, 4), "above 480p: 720p"
     inline = "data:video/mp4;base64," + base64.b64encode(render_mp4(854, 480, 2.0)).decode()
-    assert run(client, EXTEND_VIDEO, {"prompt": "x", "video_url": inline})["video"]["duration"] == 8
+    small = run(client, EXTEND_VIDEO, {"prompt": "x", "video_url": inline})["video"]
+    assert (small["width"], small["height"], small["duration"]) == (854, 480, 8), "a 480p input stays 480p"
     assert fake.jobs[next(reversed(fake.jobs))].image_urls == [inline], "the input URL is recorded on the job"
 
 

@@ -1,0 +1,286 @@
+"""The Grok Imagine Video nodes' contract (inputs, outputs, tooltips), the request each sends (what is sent, what is
+refused before anything is sent, and why), and what it costs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from comfy_like import pack_module
+from fake_fal_video import validate_video_arguments
+
+spec = pack_module("nodes.video_spec")
+errors = pack_module("fal_transport.errors")
+
+URL = "https://fal.media/files/in.png"
+
+
+def inputs_of(schema: type) -> dict[str, list[tuple[str, object, object]]]:
+    """Per section, (name, type, default) in order."""
+    types = schema.INPUT_TYPES()
+    return {section: [(name, kind if isinstance(kind, str) else tuple(kind), options.get("default"))
+                      for name, (kind, options) in types[section].items()]
+            for section in ("required", "optional") if section in types}
+
+
+RATIOS = ("16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16")
+
+
+def test_the_four_nodes_have_their_ids_names_and_outputs() -> None:
+    assert {node_id: name for node_id, (name, _) in spec.VIDEO_NODES.items()} == {
+        "FalGrokImagineVideo": "Grok Imagine Video (fal)",
+        "FalGrokImagineReferenceVideo": "Grok Imagine Reference Video (fal)",
+        "FalGrokImagineVideoEdit": "Grok Imagine Video Edit (fal)",
+        "FalGrokImagineVideoExtend": "Grok Imagine Video Extend (fal)",
+    }
+    for _, node in spec.VIDEO_NODES.values():
+        assert node.CATEGORY == "fal/Grok Imagine"
+        assert node.RETURN_TYPES == ("VIDEO", "STRING", "IMAGE")
+        assert node.RETURN_NAMES == ("video", "video_url", "last_frame")
+        assert node.INPUT_TYPES()["hidden"] == {"unique_id": "UNIQUE_ID", "extra_pnginfo": "EXTRA_PNGINFO"}
+
+
+def test_grok_imagine_video_inputs_keep_their_contract() -> None:
+    assert inputs_of(spec.GrokImagineVideoSchema) == {
+        "required": [("prompt", "STRING", ""), ("duration", "INT", 6), ("aspect_ratio", ("auto", *RATIOS), "auto"),
+                     ("resolution", ("480p", "720p", "1080p"), "720p"),
+                     ("model", ("grok-imagine-video", "grok-imagine-video-1.5"), "grok-imagine-video"),
+                     ("seed", "INT", 0)],
+        "optional": [("image", "IMAGE", None)],
+    }
+    duration = spec.GrokImagineVideoSchema.INPUT_TYPES()["required"]["duration"][1]
+    assert (duration["min"], duration["max"]) == (1, 15)
+
+
+def test_reference_video_inputs_keep_their_contract() -> None:
+    assert inputs_of(spec.GrokImagineReferenceVideoSchema) == {
+        "required": [("image", "IMAGE", None), ("prompt", "STRING", ""), ("duration", "INT", 8),
+                     ("aspect_ratio", RATIOS, "16:9"), ("resolution", ("480p", "720p"), "480p"), ("seed", "INT", 0)],
+        "optional": [(f"image_{n}", "IMAGE", None) for n in range(2, 8)],
+    }
+    duration = spec.GrokImagineReferenceVideoSchema.INPUT_TYPES()["required"]["duration"][1]
+    assert (duration["min"], duration["max"]) == (1, 10)
+
+
+def test_edit_and_extend_inputs_keep_their_contract() -> None:
+    assert inputs_of(spec.GrokImagineVideoEditSchema) == {"required": [
+        ("video", "VIDEO", None), ("prompt", "STRING", ""), ("resolution", ("auto", "480p", "720p"), "auto"),
+        ("seed", "INT", 0)]}
+    assert inputs_of(spec.GrokImagineVideoExtendSchema) == {"required": [
+        ("video", "VIDEO", None), ("prompt", "STRING", ""), ("duration", "INT", 6), ("seed", "INT", 0)]}
+    duration = spec.GrokImagineVideoExtendSchema.INPUT_TYPES()["required"]["duration"][1]
+    assert (duration["min"], duration["max"]) == (2, 10)
+
+
+@pytest.mark.parametrize("node_id", ["FalGrokImagineVideo", "FalGrokImagineReferenceVideo", "FalGrokImagineVideoEdit",
+                                     "FalGrokImagineVideoExtend"])
+def test_every_input_and_output_has_a_tooltip_and_the_node_a_description(node_id: str) -> None:
+    node = spec.VIDEO_NODES[node_id][1]
+    types = node.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, (_, options) in types.get(section, {}).items():
+            assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
+    assert len(node.OUTPUT_TOOLTIPS) == 3 and all(node.OUTPUT_TOOLTIPS)
+    assert len(node.DESCRIPTION) > 80 and "fal" in node.DESCRIPTION
+
+
+# --------------------------------------------------------------------------------------------
+# Grok Imagine Video: text or image to video
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("ratio", "resolution", "model", "with_image", "endpoint", "body"), [
+    ("auto", "720p", "grok-imagine-video", False, "xai/grok-imagine-video/text-to-video",
+     {"prompt": "p", "duration": 6, "resolution": "720p"}),
+    ("9:16", "480p", "grok-imagine-video", False, "xai/grok-imagine-video/text-to-video",
+     {"prompt": "p", "duration": 6, "resolution": "480p", "aspect_ratio": "9:16"}),
+    ("auto", "720p", "grok-imagine-video", True, "xai/grok-imagine-video/image-to-video",
+     {"prompt": "p", "duration": 6, "resolution": "720p", "aspect_ratio": "auto", "image_url": URL}),
+    ("1:1", "720p", "grok-imagine-video", True, "xai/grok-imagine-video/image-to-video",
+     {"prompt": "p", "duration": 6, "resolution": "720p", "aspect_ratio": "1:1", "image_url": URL}),
+    ("auto", "1080p", "grok-imagine-video-1.5", False, "xai/grok-imagine-video/v1.5/text-to-video",
+     {"prompt": "p", "duration": 6, "resolution": "1080p"}),
+    ("3:2", "720p", "grok-imagine-video-1.5", False, "xai/grok-imagine-video/v1.5/text-to-video",
+     {"prompt": "p", "duration": 6, "resolution": "720p", "aspect_ratio": "3:2"}),
+    ("auto", "480p", "grok-imagine-video-1.5", True, "xai/grok-imagine-video/v1.5/image-to-video",
+     {"prompt": "p", "duration": 6, "resolution": "480p", "image_url": URL}),
+])
+def test_the_video_node_sends_what_its_endpoint_takes(ratio: str, resolution: str, model: str, with_image: bool,
+                                                      endpoint: str, body: dict) -> None:
+    request = spec.video_request("p", 6, ratio, resolution, model, with_image=with_image)
+    assert request.endpoint == endpoint
+    sent = request.body(URL if with_image else None)
+    assert sent == body
+    assert validate_video_arguments(endpoint, sent)[1] == [], "fal (the fake) accepts the body"
+
+
+@pytest.mark.parametrize(("model", "with_image", "fix"), [
+    ("grok-imagine-video", False, "set model to grok-imagine-video-1.5"),
+    ("grok-imagine-video", True, "pick 720p"),
+    ("grok-imagine-video-1.5", True, "disconnect 'image'"),
+])
+def test_1080p_where_fal_has_none_is_refused_naming_the_fix(model: str, with_image: bool, fix: str) -> None:
+    with pytest.raises(errors.InvalidInputError, match="not 1080p") as raised:
+        spec.video_request("p", 6, "auto", "1080p", model, with_image=with_image)
+    assert raised.value.field == "resolution" and fix in str(raised.value)
+
+
+def test_v15_image_to_video_takes_the_images_shape_and_refuses_another_ratio() -> None:
+    with pytest.raises(errors.InvalidInputError, match="Set aspect_ratio to auto") as raised:
+        spec.video_request("p", 6, "16:9", "720p", "grok-imagine-video-1.5", with_image=True)
+    assert raised.value.field == "aspect_ratio"
+
+
+@pytest.mark.parametrize(("prompt", "message"), [
+    ("", "The prompt is empty. Type what the video should show"),
+    ("   \n", "The prompt is empty"),
+    ("x" * 4097, "4,097 characters long; fal takes at most 4,096"),
+    ("broken \ud800 text", "broken character"),
+])
+def test_a_prompt_fal_would_refuse_is_refused_first(prompt: str, message: str) -> None:
+    with pytest.raises(errors.InvalidInputError, match=message) as raised:
+        spec.video_request(prompt, 6, "auto", "720p", "grok-imagine-video", with_image=False)
+    assert raised.value.field == "prompt"
+    assert spec.video_request("x" * 4096, 6, "auto", "720p", "grok-imagine-video", with_image=False)
+
+
+@pytest.mark.parametrize("duration", [0, 16, 6.5, True, "6"])
+def test_a_duration_outside_1_to_15_whole_seconds_is_refused(duration: object) -> None:
+    with pytest.raises(errors.InvalidInputError, match="from 1 to 15") as raised:
+        spec.video_request("p", duration, "auto", "720p", "grok-imagine-video", with_image=False)
+    assert raised.value.field == "duration"
+
+
+@pytest.mark.parametrize(("choices", "field"), [(("21:9", "720p", "grok-imagine-video"), "aspect_ratio"),
+                                               (("auto", "2160p", "grok-imagine-video"), "resolution"),
+                                               (("auto", "720p", "grok-imagine-video-2"), "model")])
+def test_a_choice_from_another_version_is_refused_naming_the_input(choices: tuple[str, str, str], field: str) -> None:
+    with pytest.raises(errors.InvalidInputError, match=f"'{field}' must be one of") as raised:
+        spec.video_request("p", 6, *choices, with_image=False)
+    assert raised.value.field == field
+
+
+# --------------------------------------------------------------------------------------------
+# Reference Video
+# --------------------------------------------------------------------------------------------
+
+
+def test_reference_video_sends_its_references_as_a_list() -> None:
+    request = spec.reference_video_request("@Image1 and @Image2 dance", 8, "16:9", "480p", references=2)
+    body = request.body([URL, URL])
+    assert body == {"prompt": "@Image1 and @Image2 dance", "duration": 8, "aspect_ratio": "16:9", "resolution": "480p",
+                    "reference_image_urls": [URL, URL]}
+    assert validate_video_arguments(request.endpoint, body)[1] == []
+    assert spec.reference_video_request("p", 8, "16:9", "480p", references=1).body([URL])["reference_image_urls"] == \
+        [URL], "one reference is still a list"
+
+
+@pytest.mark.parametrize("references", [0, 8])
+def test_reference_video_takes_one_to_seven_references(references: int) -> None:
+    with pytest.raises(errors.InvalidInputError, match="1 to 7 reference images"):
+        spec.reference_video_request("p", 8, "16:9", "480p", references=references)
+
+
+@pytest.mark.parametrize(("duration", "resolution", "field"), [(11, "480p", "duration"), (8, "1080p", "resolution")])
+def test_reference_video_has_its_own_limits(duration: int, resolution: str, field: str) -> None:
+    with pytest.raises(errors.InvalidInputError) as raised:
+        spec.reference_video_request("p", duration, "16:9", resolution, references=1)
+    assert raised.value.field == field
+
+
+def images(count: int, height: int = 16) -> torch.Tensor:
+    return torch.rand(count, height, 24, 3)
+
+
+def test_the_references_are_the_first_of_image_then_one_from_each_further_input() -> None:
+    batch, second, third = images(9), images(2, 20), images(1, 30)
+    picked = spec.reference_images({"image": batch, "image_2": None})
+    assert len(picked) == 7, "at most seven from 'image'"
+    assert torch.equal(picked[0], batch[0]) and torch.equal(picked[6], batch[6])
+    picked = spec.reference_images({"image": images(2), "image_3": second, "image_5": third})
+    assert [tuple(p.shape[:2]) for p in picked] == [(16, 24), (16, 24), (20, 24), (30, 24)]
+    assert torch.equal(picked[2], second[0])
+
+
+def test_more_than_seven_references_in_all_are_refused() -> None:
+    with pytest.raises(errors.InvalidInputError, match="'image' gives 7 and the further inputs 1 more"):
+        spec.reference_images({"image": images(7), "image_2": images(1)})
+
+
+def test_a_reference_input_that_is_not_an_image_is_named() -> None:
+    with pytest.raises(errors.InvalidInputError, match="'image_4' must be an IMAGE") as raised:
+        spec.reference_images({"image": images(1), "image_4": "not an image"})
+    assert raised.value.field == "image_4"
+
+
+# --------------------------------------------------------------------------------------------
+# Edit and extend
+# --------------------------------------------------------------------------------------------
+
+
+def test_edit_sends_its_prompt_and_resolution_with_the_video() -> None:
+    request = spec.edit_video_request("make it snow", "auto", input_seconds=5.0)
+    body = request.body("https://fal.media/files/v.mp4")
+    assert body == {"prompt": "make it snow", "resolution": "auto", "video_url": "https://fal.media/files/v.mp4"}
+    assert validate_video_arguments(request.endpoint, body)[1] == []
+    with pytest.raises(errors.InvalidInputError) as raised:
+        spec.edit_video_request("p", "1080p", input_seconds=5.0)
+    assert raised.value.field == "resolution"
+
+
+@pytest.mark.parametrize("seconds", [2.0, 15.0, 9.96])
+def test_extend_takes_an_input_of_2_to_15_seconds(seconds: float) -> None:
+    request = spec.extend_video_request("p", 6, input_seconds=seconds, input_size=(1280, 720))
+    body = request.body("https://fal.media/files/v.mp4")
+    assert body == {"prompt": "p", "duration": 6, "video_url": "https://fal.media/files/v.mp4"}
+    assert validate_video_arguments(request.endpoint, body)[1] == []
+
+
+@pytest.mark.parametrize(("seconds", "fix"), [(1.9, "Connect a longer video"), (15.1, "Trim it to at most 15 s")])
+def test_extend_refuses_an_input_fal_would_refuse_naming_the_fix(seconds: float, fix: str) -> None:
+    with pytest.raises(errors.InvalidInputError, match=f"'video' is {seconds:.1f} s. {fix}") as raised:
+        spec.extend_video_request("p", 6, input_seconds=seconds, input_size=(1280, 720))
+    assert raised.value.field == "video"
+
+
+@pytest.mark.parametrize("duration", [1, 11])
+def test_an_extension_of_2_to_10_seconds(duration: int) -> None:
+    with pytest.raises(errors.InvalidInputError, match="from 2 to 10"):
+        spec.extend_video_request("p", duration, input_seconds=6.0, input_size=(1280, 720))
+
+
+def test_a_body_needs_the_media_its_endpoint_takes() -> None:
+    with pytest.raises(ValueError, match="takes no media"):
+        spec.video_request("p", 6, "auto", "720p", "grok-imagine-video", with_image=False).body(URL)
+    with pytest.raises(ValueError, match="takes image_url"):
+        spec.video_request("p", 6, "auto", "720p", "grok-imagine-video", with_image=True).body([URL])
+    with pytest.raises(ValueError, match="takes reference_image_urls"):
+        spec.reference_video_request("p", 8, "16:9", "480p", references=1).body(URL)
+
+
+# --------------------------------------------------------------------------------------------
+# Prices
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("request_", "price"), [
+    (lambda: spec.video_request("p", 6, "auto", "720p", "grok-imagine-video", with_image=False), 6 * 0.07),
+    (lambda: spec.video_request("p", 10, "auto", "480p", "grok-imagine-video", with_image=True), 10 * 0.05 + 0.002),
+    (lambda: spec.video_request("p", 5, "auto", "480p", "grok-imagine-video-1.5", with_image=True), 0.40 + 0.01),
+    (lambda: spec.video_request("p", 5, "auto", "720p", "grok-imagine-video-1.5", with_image=True), 0.70 + 0.01),
+    (lambda: spec.video_request("p", 4, "auto", "1080p", "grok-imagine-video-1.5", with_image=False), 4 * 0.25),
+    (lambda: spec.reference_video_request("p", 8, "16:9", "720p", references=3), 8 * 0.07 + 3 * 0.002),
+    (lambda: spec.edit_video_request("p", "auto", input_seconds=5.0), 5 * 0.05 + 5 * 0.01),
+    (lambda: spec.edit_video_request("p", "720p", input_seconds=12.0), 8 * 0.07 + 8 * 0.01),
+    (lambda: spec.extend_video_request("p", 6, input_seconds=6.0, input_size=(854, 480)), 0.36),
+    (lambda: spec.extend_video_request("p", 10, input_seconds=4.0, input_size=(1280, 720)), 10 * 0.07 + 4 * 0.01),
+], ids=["t2v 720p", "i2v 480p + image", "v1.5 i2v 480p (fal's example)", "v1.5 i2v 720p (fal's example)",
+        "v1.5 t2v 1080p", "references", "edit auto bills 480p", "edit uses the first 8 s",
+        "extend 480p (fal's example)", "extend 720p"])
+def test_each_request_prices_itself_per_second(request_: object, price: float) -> None:
+    assert request_().price() == pytest.approx(price)  # type: ignore[operator]
+
+
+def test_every_endpoint_has_a_rate_for_every_resolution_it_takes() -> None:
+    for endpoint, resolutions in spec.ENDPOINT_RESOLUTIONS.items():
+        assert set(resolutions) <= set(spec.VIDEO_RATES[endpoint].per_second), endpoint
+    assert set(spec.VIDEO_RATES) == set(spec.VIDEO_ENDPOINTS)
