@@ -13,6 +13,18 @@ assumption. Assumptions on billing where fal states none: an edit is billed for 
 8 s of the input) as input and as output, at 480p when its resolution is `auto` (fal brings the input down to at
 most 854x480); an extension is billed at the input's resolution (480p for an input at most 480 pixels on its
 shorter side, else 720p).
+
+Wiring still to do (delete this paragraph when done), on the typed request path: subclass each schema with
+FUNCTION and its run and register it under `VIDEO_NODES`; check inputs into the `VideoRequest` first (for
+Edit/Extend `image_io.video.video_seconds` and `video.get_dimensions()` before anything else); price it for the
+daily limit; media: IMAGE as references are uploaded today, VIDEO by `fal_url_of` or else `mp4_for_upload` (in a
+thread) into the temp folder, `storage.upload_file`, then delete the file (the journal knows it by content);
+follow, cancel and recover through the shared lifecycle (the queue path is `xai/grok-imagine-video/requests/ID`;
+videos run for minutes); collect `video.url` with `download_video` into `<temp>/grok_imagine` (progress in bytes;
+a longer budget than an image's), `probe_video` (None: not a video), `last_frame` (in a thread), `as_comfy_video`;
+return `{"ui": {"images": [{"filename", "subfolder": "grok_imagine", "type": "temp"}], "animated": (True,)},
+"result": (video, url, last_frame)}`, the preview Save Video returns; provenance into EXTRA_PNGINFO as for images
+(Save Video writes it into the MP4's metadata); the price badge from `VIDEO_RATES`.
 """
 
 from __future__ import annotations
