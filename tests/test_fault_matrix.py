@@ -132,6 +132,7 @@ CASES = [
     Case("image corrupt", {"image_corrupt": True}, decode.ImageDecodeError, ("not an image", "Result node")),
     Case("image decompression bomb", {"image_bomb": True}, decode.ImageDecodeError, ("MP limit",)),
     Case("image with the wrong content type", {"image_wrong_content_type": True}),
+    Case("images sent in chunks with no declared length", {"file_chunked": True}),
     Case("images of mixed sizes", {"mixed_sizes": True}),
 ]
 
