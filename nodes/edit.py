@@ -24,7 +24,7 @@ def _required() -> dict[str, Any]:
     return {
         "image": ("IMAGE", {"tooltip": "The image(s) to edit: the first one to three images of this batch are the "
                                        "references."}),
-        "prompt": schema.prompt_input("How to edit or combine the reference images."),
+        "prompt": schema.prompt_input("How to edit or combine the reference images (at most 8,000 characters)."),
         "num_images": schema.num_images_input(),
         "aspect_ratio": schema.aspect_ratio_input(
             spec.EDIT_ASPECT_RATIOS, spec.DEFAULT_EDIT_ASPECT_RATIO,

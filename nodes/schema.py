@@ -104,7 +104,7 @@ def tier_input() -> tuple[list[str], dict[str, Any]]:
     })
 
 
-def check_prompt(prompt: object, max_chars: int | None = None) -> str:
+def check_prompt(prompt: object) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidInputError("The prompt is empty. Type what the image should show into 'prompt'.", field="prompt")
     try:
@@ -115,9 +115,9 @@ def check_prompt(prompt: object, max_chars: int | None = None) -> str:
             "from some editors). Retype the text around it, or paste it as plain text.",
             field="prompt",
         ) from None
-    if max_chars is not None and len(prompt) > max_chars:
+    if len(prompt) > spec.MAX_PROMPT_CHARS:
         raise InvalidInputError(
-            f"'prompt' is {len(prompt):,} characters long; fal takes at most {max_chars:,}. Shorten it.",
+            f"'prompt' is {len(prompt):,} characters long; fal takes at most {spec.MAX_PROMPT_CHARS:,}. Shorten it.",
             field="prompt",
         )
     return prompt
@@ -143,12 +143,12 @@ def check_num_images(num_images: object) -> int:
 
 def common_arguments(
     prompt: object, num_images: object, aspect_ratio: object, aspect_ratios: tuple[str, ...],
-    resolution: object, output_format: object, sync_mode: object, max_prompt_chars: int | None = None,
+    resolution: object, output_format: object, sync_mode: object,
 ) -> dict[str, Any]:
     """The fields every Grok endpoint takes, checked; `resolution` only when not the default, so the
     body stays valid for an endpoint that does not know the field."""
     arguments: dict[str, Any] = {
-        "prompt": check_prompt(prompt, max_prompt_chars),
+        "prompt": check_prompt(prompt),
         "num_images": check_num_images(num_images),
         "aspect_ratio": check_choice("aspect_ratio", aspect_ratio, aspect_ratios),
         "output_format": check_choice("output_format", output_format, spec.OUTPUT_FORMATS),

@@ -72,7 +72,8 @@ class FalGrokImagineImage(_TextToImageNode):
         "image; the price of the next run is shown on the node."
     )
     MODEL = GROK_IMAGINE
-    PROMPT_TOOLTIP = "What the image should show. Grok may rewrite it; see the revised_prompt output."
+    PROMPT_TOOLTIP = ("What the image should show (at most 8,000 characters). Grok may rewrite it; see the "
+                      "revised_prompt output.")
 
 
 class FalGrokImagine2Image(_TextToImageNode):

@@ -30,9 +30,9 @@ given); otherwise 401 ``{"detail": "Invalid or missing API key"}``.
     ``xai/grok-imagine-image/v2.0/text-to-image`` and ``xai/grok-imagine-image/v2.0/edit``
     (`V2_ENDPOINTS`); others give 404. `TEXT_ENDPOINTS` / `EDIT_ENDPOINTS` split them by kind.
     The body is validated (422 ``{"detail": [{"loc": ["body", FIELD], "msg", "type"}]}``):
-    ``prompt`` (required, non-blank; on the 2.0 endpoints at most 8,000 characters, else type
-    ``string_too_long``), ``num_images`` 1..4, ``aspect_ratio`` (see `ASPECT_RATIOS`; the edit
-    endpoints also accept ``auto``, their default), ``resolution`` 1k|2k, ``output_format``
+    ``prompt`` (required, non-blank; at most 8,000 characters on every endpoint, as fal's schema
+    says, else type ``string_too_long``), ``num_images`` 1..4, ``aspect_ratio`` (see
+    `ASPECT_RATIOS`; the edit endpoints also accept ``auto``, their default), ``resolution`` 1k|2k, ``output_format``
     jpeg|png|webp, ``sync_mode`` bool, on the edit endpoints ``image_urls`` (1..3 http(s) URLs or
     data URIs), and on the 2.0 endpoints only ``quality`` low|medium (default medium; kept in
     `Job.quality`). Any other field, ``quality`` on the older endpoints included, is refused with
@@ -237,7 +237,7 @@ MAX_NUM_IMAGES = 4
 MAX_IMAGE_URLS = 3
 QUALITIES = ("low", "medium")  # Grok Imagine 2.0 only
 DEFAULT_QUALITY = "medium"
-MAX_PROMPT_CHARS_V2 = 8000
+MAX_PROMPT_CHARS = 8000
 
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp"}
@@ -656,8 +656,8 @@ def validate_arguments(endpoint: str, body: Any) -> tuple[dict[str, Any], list[d
         error(["prompt"], "Input should be a valid string", "string_type")
     elif not prompt.strip():
         error(["prompt"], "String should have at least 1 character", "string_too_short")
-    elif v2 and len(prompt) > MAX_PROMPT_CHARS_V2:
-        error(["prompt"], f"String should have at most {MAX_PROMPT_CHARS_V2} characters", "string_too_long")
+    elif len(prompt) > MAX_PROMPT_CHARS:
+        error(["prompt"], f"String should have at most {MAX_PROMPT_CHARS} characters", "string_too_long")
     args["prompt"] = prompt
 
     num_images = body.get("num_images", 1)
