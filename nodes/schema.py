@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..fal_transport.errors import InvalidInputError
+from ..image_io.batch import MAX_BATCH_PIXELS
 from . import grok_spec as spec
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -157,3 +158,33 @@ def common_arguments(
     if check_choice("resolution", resolution, spec.RESOLUTIONS) != spec.DEFAULT_RESOLUTION:
         arguments["resolution"] = resolution
     return arguments
+
+
+def check_output_batch(num_images: int, size: tuple[int, int], known_from: str, *fixes: str) -> None:
+    """Refuse, before anything is sent, a run whose images are known not to fit one output batch: `size` is
+    what they will be (`known_from` says why), `fixes` what else the user can change besides `num_images`."""
+    width, height = size
+    pixels = num_images * width * height
+    if pixels <= MAX_BATCH_PIXELS:
+        return
+    fits = MAX_BATCH_PIXELS // (width * height)
+    options = [*([f"set 'num_images' to at most {fits}"] if fits else []), *fixes]
+    advice = options[0] if len(options) == 1 else f"{', '.join(options[:-1])}, or {options[-1]}"
+    raise InvalidInputError(
+        f"{num_images} images of {width}x{height} ({known_from}) make a batch of {pixels / 1e6:.0f} MP (about "
+        f"{pixels * 12 / 2**30:.1f} GiB), over the node's limit of {MAX_BATCH_PIXELS // 1_000_000} MP, so nothing "
+        f"was sent. {advice[0].upper()}{advice[1:]}.",
+        field="num_images",
+    )
+
+
+def documented_size(arguments: dict[str, Any]) -> tuple[int, int] | None:
+    """The (width, height) xAI documents for the body's settings (None for "auto"), refused before anything is
+    sent when `num_images` of that size cannot fit one output batch."""
+    resolution = arguments.get("resolution", spec.DEFAULT_RESOLUTION)
+    size = spec.documented_image_size(arguments["aspect_ratio"], resolution)
+    if size is not None:
+        check_output_batch(arguments["num_images"], size,
+                           f"the size xAI documents for {arguments['aspect_ratio']} at {resolution}",
+                           "choose a smaller 'resolution'")
+    return size
