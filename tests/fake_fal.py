@@ -105,8 +105,8 @@ Faults (`Faults`, all off by default; mutable at any time)
 Lists of status codes are consumed one per matching request (pop front). 429 answers carry
 ``Retry-After: 0`` (unless ``retry_after`` is set); 502/503/504 answers look like a front door
 (HTML, no ``x-fal-request-id``). Job-shaping faults (``never_complete``, ``stuck_in_queue``,
-errors and content-policy refusals, ``mixed_sizes``, ``run_time``/``queue_time``) are copied into
-the `Job` at submit time; the others act when a request arrives.
+errors and content-policy refusals, ``mixed_sizes``, ``extra_images``, ``run_time``/``queue_time``)
+are copied into the `Job` at submit time; the others act when a request arrives.
 
 - ``submit_status``: answer the next submits with these codes, creating no job.
 - ``submit_accept_then_status``: create the job but answer with this code (and the request id)
@@ -129,6 +129,8 @@ the `Job` at submit time; the others act when a request arrives.
   (non-image bytes as image/jpeg), ``image_bomb`` (a small PNG declaring 30000 x 30000),
   ``image_wrong_content_type`` (a valid image as text/html), ``mixed_sizes`` (image N > 0 is
   ``64 * N`` pixels narrower than image 0).
+- ``extra_images`` (N): a result lists N images more than the request asked for (``num_images``
+  + N, each served like the others, index colours going on): "fal made one too many".
 - ``run_time``, ``queue_time``, ``cdn_latency``: override the server's settings when not None.
 - ``account_concurrency``: overrides `FakeFal.account_concurrency` when not None (0: no limit);
   see "Account concurrency" above.
@@ -464,6 +466,7 @@ class Faults:
     image_bomb: bool = False
     image_wrong_content_type: bool = False
     mixed_sizes: bool = False
+    extra_images: int = 0
     run_time: float | None = None
     queue_time: float | None = None
     cdn_latency: float | None = None
@@ -556,6 +559,7 @@ class Job:
     never_complete: bool = False
     stuck_in_queue: bool = False
     mixed_sizes: bool = False
+    extra_images: int = 0  # images listed beyond num_images (the extra_images fault)
     error: str | None = None
     error_type: str | None = None
     cancelled: bool = False
@@ -574,7 +578,7 @@ class Job:
     def result(self) -> dict[str, Any]:
         """The result JSON of a successful job (before any `result_images_override`)."""
         images: list[dict[str, Any]] = []
-        for index in range(self.num_images):
+        for index in range(self.images_made):
             width, height = self.image_size(index)
             file_name = f"{index}.{self.extension}"
             if self.sync_mode:
@@ -592,6 +596,11 @@ class Job:
                 }
             )
         return {"images": images, "revised_prompt": f"Revised: {self.prompt}"}
+
+    @property
+    def images_made(self) -> int:
+        """How many images the result lists (and the file route serves)."""
+        return self.num_images + self.extra_images
 
     def image_size(self, index: int) -> tuple[int, int]:
         width, height = self.size
@@ -1137,7 +1146,7 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.image_redirect_loop:
             return self._send_bytes(302, b"", "text/plain", {"Location": f"{fake.url}{self.path}"})
         job = fake.jobs.get(rid)
-        if job is None or index >= job.num_images or match["ext"] != job.extension:
+        if job is None or index >= job.images_made or match["ext"] != job.extension:
             return self._send_json(404, {"detail": "Not Found"})
         latency = faults.cdn_latency if faults.cdn_latency is not None else fake.cdn_latency
         if latency > 0 and fake._stopping.wait(latency):
@@ -1682,6 +1691,7 @@ class FakeFal:
                 never_complete=faults.never_complete,
                 stuck_in_queue=faults.stuck_in_queue,
                 mixed_sizes=faults.mixed_sizes,
+                extra_images=faults.extra_images,
                 error=error,
                 error_type=error_type,
                 base_url=self.url,
