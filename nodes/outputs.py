@@ -6,8 +6,8 @@ Grok node's `properties.grok_imagine` lists its runs in this prompt, each with t
 the endpoint and the revised prompt. ComfyUI shares that dict between the nodes of a prompt (and the
 items of a list), so Save Image, which runs after the Grok node, writes it. Fed a list, the node has
 one entry per item, in list order, each with its `list_index` and only its own requests: Save Image
-writes the whole list into every PNG, and the PNG at place k of the batch finds its entry at k. A
-prompt sent without a workflow gets `grok_imagine` at the top level.
+writes the whole list into every PNG, and saves the items in list order, so the PNGs of item k find
+their entry at `list_index` k. A prompt sent without a workflow gets `grok_imagine` at the top level.
 """
 
 from __future__ import annotations
