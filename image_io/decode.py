@@ -8,6 +8,10 @@ the decode itself).
 
 Mixed sizes in one result: every image is fitted (scaled to cover, then centre-cropped) to the
 size of the first image, so the batch is always one tensor and no image is distorted.
+
+16-bit grey (what Pillow makes of a 16-bit grey PNG: mode I;16, or I on older Pillow) is read as
+value / 65535 into all three channels, as ComfyUI's own image loader reads it; Pillow's conversion to
+RGB would clip it to 8 bits (anything above 255 becoming white).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ MAX_PIXELS = 50_000_000  # 50 MP per image: far above 2k outputs, far below a de
 # one, would run Ghostscript where it is installed).
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 STRIP_BYTES = 512 * 1024  # RGB bytes converted per step of `write_into`: cache-sized, reused by malloc
+GREY_16 = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # Pillow's modes for 16-bit grey
 
 _MAX = np.float32(255.0)
 
@@ -39,7 +44,7 @@ class ImageDecodeError(ResultError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """One decoded result image: RGB, EXIF orientation applied, pixels loaded."""
+    """One decoded result image: RGB (16-bit grey: mode F, 0..1), EXIF orientation applied, pixels loaded."""
 
     image: Image.Image
     file_format: str  # Pillow's name of the file format, lower case: "jpeg", "png", "webp", ...
@@ -82,9 +87,19 @@ def decode_image(data: bytes, *, index: int = 0, request_id: str | None = None) 
         ) from exc
     file_format = (image.format or "").lower()
     image = _upright(image)
-    if image.mode != "RGB":
+    if image.mode in GREY_16:
+        image = _grey_as_float(image)
+    elif image.mode != "RGB":
         image = image.convert("RGB")
     return DecodedImage(image, file_format)
+
+
+def _grey_as_float(image: Image.Image) -> Image.Image:
+    """16-bit grey as a mode F image of value / 65535 (out of range values of mode I clipped)."""
+    values = np.array(image, dtype=np.float32)
+    np.clip(values, 0, 65535, out=values)
+    np.divide(values, np.float32(65535), out=values)
+    return Image.fromarray(values)
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -102,7 +117,8 @@ def fit_to(image: Image.Image, width: int, height: int) -> Image.Image:
 
 
 def write_into(out: np.ndarray, image: Image.Image, *, index: int = 0) -> None:
-    """Write an RGB image into a float32 [H, W, 3] slot as values in 0..1, a strip of rows at a time.
+    """Write an RGB image into a float32 [H, W, 3] slot as values in 0..1, a strip of rows at a time (a mode F
+    image, already 0..1, into all three channels).
 
     An image of another size than the slot is fitted to it first (with a warning in the log)."""
     height, width = out.shape[:2]
@@ -117,6 +133,9 @@ def write_into(out: np.ndarray, image: Image.Image, *, index: int = 0) -> None:
         bottom = min(height, top + rows)
         strip = image.crop((0, top, width, bottom)).tobytes()
         target = out[top:bottom]
+        if image.mode == "F":
+            np.copyto(target, np.frombuffer(strip, np.float32).reshape(bottom - top, width, 1))
+            continue
         # Cast, then divide in place: two vectorised passes over cache-resident data, about twice as fast
         # as one casting divide. Divided, not multiplied by 1/255, so every value is bit-identical to
         # ComfyUI's own image loaders (`array.astype(np.float32) / 255.0`).

@@ -2,8 +2,9 @@
 
 ComfyUI runs an async node once per list item, all at once in one event loop, under one node id.
 Each run `join`s its node's batch before its first await (so the batch knows every item before any
-of them reaches fal) and leaves it when it ends. The batch holds the node's progress, the requests
-it collected, and the daily spend limit's verdict: once one run is refused for the limit, the runs
+of them reaches fal, and the order they join in is their order in the list) and leaves it when it
+ends. The batch holds the node's progress, the requests it collected, each item's provenance, and the
+daily spend limit's verdict: once one run is refused for the limit, the runs
 after it are refused too (nothing more is sent), and each refusal, raised once every run of the
 batch has been decided, says how many prompts did not run.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..fal_transport.errors import SpendLimitError
 from ..fal_transport.journal import Journal
@@ -30,6 +32,7 @@ class NodeBatch:
     refused: int = 0
     limit_error: SpendLimitError | None = None
     collected: list[str] = field(default_factory=list)  # request ids whose images this batch holds
+    provenance: dict[int, dict[str, Any]] = field(default_factory=dict)  # list index -> that item's entry
     failed: bool = False
     journal: Journal | None = None
     _decided: asyncio.Event = field(default_factory=asyncio.Event)
@@ -49,7 +52,7 @@ class NodeBatch:
         batch.undecided += 1
         batch.progress.prompts = batch.joined
         batch._decided.clear()
-        return BatchMember(batch)
+        return BatchMember(batch, index=batch.joined - 1)
 
     def _decide(self) -> None:
         self.undecided -= 1
@@ -72,6 +75,7 @@ class BatchMember:
     """One run's place in its node's batch."""
 
     batch: NodeBatch
+    index: int = 0  # the item's place in the list
     decided: bool = False
 
     @property
@@ -103,6 +107,15 @@ class BatchMember:
             f"{error.reason} The daily limit stopped this batch: {batch.refused} of its {batch.joined} prompts did "
             "not run (nothing was sent for them); the others ran, and what they made stays in the request journal "
             "for the next run of the same list to collect without paying again.")
+
+    def provenance(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
+        """Add this item's provenance `entry`; every item's entry so far, in list order, each naming its
+        `list_index` when the node runs over a list."""
+        batch = self.batch
+        batch.provenance[self.index] = entry
+        if batch.joined <= 1:
+            return [entry]
+        return [{"list_index": index, **batch.provenance[index]} for index in sorted(batch.provenance)]
 
     def collected(self, request_id: str, journal: Journal) -> None:
         self.batch.journal = journal

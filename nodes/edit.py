@@ -24,7 +24,7 @@ def _required() -> dict[str, Any]:
     return {
         "image": ("IMAGE", {"tooltip": "The image(s) to edit: the first one to three images of this batch are the "
                                        "references."}),
-        "prompt": schema.prompt_input("How to edit or combine the reference images."),
+        "prompt": schema.prompt_input("How to edit or combine the reference images (at most 8,000 characters)."),
         "num_images": schema.num_images_input(),
         "aspect_ratio": schema.aspect_ratio_input(
             spec.EDIT_ASPECT_RATIOS, spec.DEFAULT_EDIT_ASPECT_RATIO,
@@ -73,6 +73,13 @@ class _EditNode(schema.GrokImagesNode):
             refusal = schema.check_choice("on_refusal", on_refusal, schema.ON_REFUSAL)
             fit = schema.check_choice("output_size", output_size, schema.OUTPUT_SIZES) != "fal"
             tensors = reference_tensors(image, image_2, image_3)
+            height, width = int(tensors[0].shape[0]), int(tensors[0].shape[1])
+            if fit:
+                schema.check_output_batch(arguments["num_images"], (width, height),
+                                          "the first reference's size, as 'output_size' is 'match first reference'",
+                                          "scale the first reference down", "set 'output_size' to 'fal'")
+            expected = schema.documented_size(arguments) or spec.size_for_shape(
+                width, height, arguments.get("resolution", spec.DEFAULT_RESOLUTION))
             credentials = resolve_credentials(config.key_file())
             host.send_progress_text(unique_id, f"Uploading {len(tensors)} reference image(s) to fal")
 
@@ -81,10 +88,6 @@ class _EditNode(schema.GrokImagesNode):
 
             references = await until_cancelled(encode_references(tensors), host.interrupted, cancelled)
             urls = await until_cancelled(reference_urls(credentials, references), host.interrupted, cancelled)
-            height, width = int(tensors[0].shape[0]), int(tensors[0].shape[1])
-            resolution_ = arguments.get("resolution", spec.DEFAULT_RESOLUTION)
-            expected = spec.documented_image_size(arguments["aspect_ratio"], resolution_) or spec.size_for_shape(
-                width, height, resolution_)
             # The journal knows the references by content, so a rerun finds its request even after a new upload.
             identity = {**arguments, "image_sha256": [r.sha256 for r in references]}
             return GrokCall(endpoint, {**arguments, "image_urls": urls}, identity=identity, expected_size=expected,

@@ -19,7 +19,9 @@ class GrokResult:
 
 
 def read_result(result: dict[str, Any], request_id: str, expected: int | None = None) -> GrokResult:
-    """The parts of fal's result JSON the nodes use; a result without images is an error."""
+    """The parts of fal's result JSON the nodes use; a result without images is an error. With `expected` (the
+    images the request asked for), fewer are kept with a warning, and more are cut to that many, so that a
+    request's images stay in its own slots of the node's batch (the request keeps them all at fal)."""
     images = result.get("images")
     if not isinstance(images, list) or not images:
         raise ResultError(
@@ -31,6 +33,11 @@ def read_result(result: dict[str, Any], request_id: str, expected: int | None = 
         raise ResultError("fal's result lists an image without a URL.", request_id=request_id)
     if expected is not None and len(urls) < expected:
         log.warning("[Grok Imagine] fal returned %d of %d images for request %s", len(urls), expected, request_id)
+    if expected is not None and len(urls) > expected:
+        log.warning("[Grok Imagine] fal returned %d images for request %s, which asked for %d: the extra %s left out "
+                    "of the batch (the Grok Imagine Result node loads them all)", len(urls), request_id, expected,
+                    "one is" if len(urls) - expected == 1 else f"{len(urls) - expected} are")
+        images, urls = images[:expected], urls[:expected]
     revised = result.get("revised_prompt")
     return GrokResult(urls, revised if isinstance(revised, str) else "", _stated_size(images))  # type: ignore[arg-type]
 

@@ -43,7 +43,7 @@ DEFAULT_OUTPUT_FORMAT = "jpeg"
 MAX_IMAGES_PER_REQUEST = 4  # fal's limit for one request
 MAX_IMAGES_PER_NODE = 16  # above 4 the node sends ceil(n / 4) requests at once
 MAX_REFERENCE_IMAGES = 3
-MAX_PROMPT_CHARS_V2 = 8000  # fal's schema for Grok Imagine 2.0 (none published for the older endpoints)
+MAX_PROMPT_CHARS = 8000  # fal's schema for every Grok Imagine endpoint (XAIImageInput, XAIImageEditInput, 2.0)
 
 # Output sizes (width, height) at 1k as xAI documents them for Grok Imagine (listed on Runware's page for
 # the same xAI model); the portrait ratios are these turned. At 2k each side is assumed doubled (no

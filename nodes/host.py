@@ -6,9 +6,9 @@ Only ComfyUI's long-stable surface is touched: `comfy.model_management` interrup
 
 from __future__ import annotations
 
-import html
 import importlib
 import logging
+import re
 from collections.abc import Awaitable
 from types import ModuleType
 from typing import Any, TypeVar
@@ -46,15 +46,27 @@ async def run_as_node(work: Awaitable[T]) -> T:
         raise mm.InterruptProcessingException() from exc
 
 
+_WORD_JOINER = "\u2060"  # invisible; neither HTML nor the frontend's link syntax gives it a meaning
+_MARKUP_START = re.compile(r"[<&]|\[(?=\[)")
+
+
+def as_plain_text(text: str) -> str:
+    """`text` as every frontend shows it as written. Frontend 1.27 renders progress text as HTML; 1.5x escapes
+    it itself and turns `[[label|url]]` into a link. An invisible word joiner after each `<`, `&` and `[[`'s
+    first `[` keeps them from starting a tag, an entity or a link in either (and escaping would show
+    `&amp;` in 1.5x)."""
+    return _MARKUP_START.sub(lambda match: match.group() + _WORD_JOINER, text)
+
+
 def send_progress_text(node_id: str | None, text: str) -> None:
-    """Show `text` on the node (ComfyUI's progress-text message); a no-op outside ComfyUI."""
+    """Show `text` on the node (ComfyUI's progress-text message) as written; a no-op outside ComfyUI."""
     if node_id is None:
         return
     sender = getattr(prompt_server(), "send_progress_text", None)
     if sender is None:
         return
     try:
-        sender(html.escape(text, quote=False), node_id)  # the frontend renders it as HTML
+        sender(as_plain_text(text), node_id)
     except Exception:  # progress is cosmetic: never fail a paid request over it
         log.debug("progress text not sent", exc_info=True)
 

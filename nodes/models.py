@@ -20,7 +20,6 @@ class GrokModel:
     default_choice: str
     endpoints: dict[str, dict[str, str]]  # kind -> choice -> endpoint
     choice_in_body: bool  # 2.0 sends its `quality`; the first model's tier is only the endpoint
-    max_prompt_chars: int | None
     choice_input_definition: Callable[[], tuple[list[str], dict[str, Any]]]
 
     def endpoint_and_arguments(self, kind: Kind, inputs: dict[str, Any],
@@ -32,15 +31,14 @@ class GrokModel:
         ratios = spec.EDIT_ASPECT_RATIOS if kind == "edit" else spec.ASPECT_RATIOS
         arguments = schema.common_arguments(
             inputs["prompt"], inputs["num_images"], inputs["aspect_ratio"], ratios, inputs["resolution"],
-            inputs["output_format"], inputs["sync_mode"], self.max_prompt_chars)
+            inputs["output_format"], inputs["sync_mode"])
         if self.choice_in_body:
             arguments[self.choice_input] = choice
         return self.endpoints[kind][choice], arguments
 
 
-GROK_IMAGINE = GrokModel("tier", spec.TIERS, spec.DEFAULT_TIER, spec.ENDPOINT_BY_TIER, False, None,
-                         schema.tier_input)
+GROK_IMAGINE = GrokModel("tier", spec.TIERS, spec.DEFAULT_TIER, spec.ENDPOINT_BY_TIER, False, schema.tier_input)
 GROK_IMAGINE_2 = GrokModel(
     "quality", spec.QUALITIES, spec.DEFAULT_QUALITY,
     {kind: {q: endpoint for q in spec.QUALITIES} for kind, endpoint in spec.V2_ENDPOINTS.items()},
-    True, spec.MAX_PROMPT_CHARS_V2, schema.quality_input)
+    True, schema.quality_input)

@@ -2,9 +2,12 @@
 the revised prompt), and the provenance that Save Image writes into the PNG.
 
 Provenance goes into the workflow JSON that ComfyUI embeds in every saved PNG (`EXTRA_PNGINFO`): the
-Grok node's `properties.grok_imagine` lists, run by run, the fal request id(s), the endpoint and the
-revised prompt. ComfyUI shares that dict between the nodes of a prompt, so Save Image, which runs
-after the Grok node, writes it. A prompt sent without a workflow gets `grok_imagine` at the top level.
+Grok node's `properties.grok_imagine` lists its runs in this prompt, each with the fal request id(s),
+the endpoint and the revised prompt. ComfyUI shares that dict between the nodes of a prompt (and the
+items of a list), so Save Image, which runs after the Grok node, writes it. Fed a list, the node has
+one entry per item, in list order, each with its `list_index` and only its own requests: Save Image
+writes the whole list into every PNG, and saves the items in list order, so the PNGs of item k find
+their entry at `list_index` k. A prompt sent without a workflow gets `grok_imagine` at the top level.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .batches import BatchMember
 from .generate import Generation
 from .previews import save_previews
 
@@ -20,15 +24,15 @@ log = logging.getLogger("grok_imagine_fal")
 PROPERTY = "grok_imagine"
 
 
-def node_output(generation: Generation, *, endpoint: str, node_id: str | None,
+def node_output(generation: Generation, *, endpoint: str, node_id: str | None, member: BatchMember,
                 extra_pnginfo: Any = None) -> dict[str, Any]:
     """Outputs in contract order, plus what ComfyUI shows on the node: previews and the revised prompt."""
-    record_provenance(extra_pnginfo, node_id, {
+    record_provenance(extra_pnginfo, node_id, member.provenance({
         "endpoint": endpoint,
         "request_ids": generation.request_ids,
         "revised_prompt": generation.revised_prompt,
         **({"refusals": generation.refusals} if generation.refusals else {}),
-    })
+    }))
     return {
         "ui": {
             "images": save_previews([f for f in generation.files if not f.placeholder], generation.request_id),
@@ -48,8 +52,9 @@ def _workflow_nodes(workflow: dict[str, Any]) -> list[dict[str, Any]]:
     return nodes
 
 
-def record_provenance(extra_pnginfo: Any, node_id: str | None, entry: dict[str, Any]) -> None:
-    """Add this run's `entry` to the node's provenance in `extra_pnginfo` (a no-op without one)."""
+def record_provenance(extra_pnginfo: Any, node_id: str | None, entries: list[dict[str, Any]]) -> None:
+    """Make `entries` (the node's runs in this prompt) its provenance in `extra_pnginfo` (a no-op without one).
+    They replace what the workflow brought along (a workflow loaded from a PNG carries that PNG's runs)."""
     if not isinstance(extra_pnginfo, dict) or node_id is None:
         return
     try:
@@ -58,10 +63,16 @@ def record_provenance(extra_pnginfo: Any, node_id: str | None, entry: dict[str, 
         target = None
         if isinstance(workflow, dict):
             target = next((n for n in _workflow_nodes(workflow) if str(n.get("id")) in (str(node_id), own_id)), None)
-        if target is not None:
-            properties = target.setdefault("properties", {})
-            properties.setdefault(PROPERTY, []).append(entry)
-        else:
-            extra_pnginfo.setdefault(PROPERTY, {}).setdefault(str(node_id), []).append(entry)
+        if target is None:
+            extra_pnginfo.setdefault(PROPERTY, {})[str(node_id)] = entries
+            return
+        properties = target.setdefault("properties", {})
+        kept: list[Any] = []
+        if own_id != str(node_id):  # every instance of a subgraph shares its nodes: each names itself
+            entries = [{"node_id": str(node_id), **entry} for entry in entries]
+            before = properties.get(PROPERTY)
+            kept = [e for e in before if isinstance(e, dict) and e.get("node_id") not in (None, str(node_id))] \
+                if isinstance(before, list) else []
+        properties[PROPERTY] = kept + entries
     except (AttributeError, TypeError):  # a workflow of another shape: provenance is a bonus, never a failure
         log.debug("no provenance recorded for node %s", node_id, exc_info=True)

@@ -15,7 +15,9 @@ from ..fal_transport.queue import FalQueue, RequestHandle
 from ..image_io.output_batch import OutputBatch
 from . import grok_spec as spec
 from . import host, schema
+from .batches import BatchMember
 from .generate import Generation
+from .generating import run_in_batch
 from .grok_result import read_result
 from .outputs import node_output
 from .progress import NodeProgress
@@ -34,11 +36,11 @@ def clean_request_id(request_id: str) -> str:
     return cleaned
 
 
-async def recover(endpoint: str, request_id: str, *, node_id: str | None = None) -> Generation:
+async def recover(endpoint: str, request_id: str, node_progress: NodeProgress) -> Generation:
     """Load an earlier request's images from fal by its id, without a new generation (nothing is billed)."""
     queue = FalQueue(resolve_credentials(config.key_file()))
     limits = Limits.from_env()
-    progress = NodeProgress(node_id).request()
+    progress = node_progress.request()
     events = RequestEvents(on_status=progress.status, on_tick=progress.tick, should_cancel=host.interrupted,
                            on_resumed=progress.resumed)
     out: OutputBatch | None = None
@@ -101,9 +103,10 @@ class FalGrokImagineResult(schema.GrokImagesNode):
 
     async def load(self, request_id: str, endpoint: str = spec.TEXT_TO_IMAGE_ENDPOINT,
                    unique_id: str | None = None, extra_pnginfo: Any = None) -> dict[str, Any]:
-        async def run() -> dict[str, Any]:
+        async def run(member: BatchMember) -> dict[str, Any]:
             schema.check_choice("endpoint", endpoint, spec.ENDPOINTS)
-            generation = await recover(endpoint, clean_request_id(request_id), node_id=unique_id)
-            return node_output(generation, endpoint=endpoint, node_id=unique_id, extra_pnginfo=extra_pnginfo)
+            generation = await recover(endpoint, clean_request_id(request_id), member.progress)
+            return node_output(generation, endpoint=endpoint, node_id=unique_id, member=member,
+                               extra_pnginfo=extra_pnginfo)
 
-        return await host.run_as_node(run())
+        return await run_in_batch(unique_id, run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..fal_transport.errors import InvalidInputError
+from ..image_io.batch import MAX_BATCH_PIXELS
 from . import grok_spec as spec
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -104,7 +105,7 @@ def tier_input() -> tuple[list[str], dict[str, Any]]:
     })
 
 
-def check_prompt(prompt: object, max_chars: int | None = None) -> str:
+def check_prompt(prompt: object) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidInputError("The prompt is empty. Type what the image should show into 'prompt'.", field="prompt")
     try:
@@ -115,9 +116,9 @@ def check_prompt(prompt: object, max_chars: int | None = None) -> str:
             "from some editors). Retype the text around it, or paste it as plain text.",
             field="prompt",
         ) from None
-    if max_chars is not None and len(prompt) > max_chars:
+    if len(prompt) > spec.MAX_PROMPT_CHARS:
         raise InvalidInputError(
-            f"'prompt' is {len(prompt):,} characters long; fal takes at most {max_chars:,}. Shorten it.",
+            f"'prompt' is {len(prompt):,} characters long; fal takes at most {spec.MAX_PROMPT_CHARS:,}. Shorten it.",
             field="prompt",
         )
     return prompt
@@ -143,12 +144,12 @@ def check_num_images(num_images: object) -> int:
 
 def common_arguments(
     prompt: object, num_images: object, aspect_ratio: object, aspect_ratios: tuple[str, ...],
-    resolution: object, output_format: object, sync_mode: object, max_prompt_chars: int | None = None,
+    resolution: object, output_format: object, sync_mode: object,
 ) -> dict[str, Any]:
     """The fields every Grok endpoint takes, checked; `resolution` only when not the default, so the
     body stays valid for an endpoint that does not know the field."""
     arguments: dict[str, Any] = {
-        "prompt": check_prompt(prompt, max_prompt_chars),
+        "prompt": check_prompt(prompt),
         "num_images": check_num_images(num_images),
         "aspect_ratio": check_choice("aspect_ratio", aspect_ratio, aspect_ratios),
         "output_format": check_choice("output_format", output_format, spec.OUTPUT_FORMATS),
@@ -157,3 +158,33 @@ def common_arguments(
     if check_choice("resolution", resolution, spec.RESOLUTIONS) != spec.DEFAULT_RESOLUTION:
         arguments["resolution"] = resolution
     return arguments
+
+
+def check_output_batch(num_images: int, size: tuple[int, int], known_from: str, *fixes: str) -> None:
+    """Refuse, before anything is sent, a run whose images are known not to fit one output batch: `size` is
+    what they will be (`known_from` says why), `fixes` what else the user can change besides `num_images`."""
+    width, height = size
+    pixels = num_images * width * height
+    if pixels <= MAX_BATCH_PIXELS:
+        return
+    fits = MAX_BATCH_PIXELS // (width * height)
+    options = [*([f"set 'num_images' to at most {fits}"] if fits else []), *fixes]
+    advice = options[0] if len(options) == 1 else f"{', '.join(options[:-1])}, or {options[-1]}"
+    raise InvalidInputError(
+        f"{num_images} images of {width}x{height} ({known_from}) make a batch of {pixels / 1e6:.0f} MP (about "
+        f"{pixels * 12 / 2**30:.1f} GiB), over the node's limit of {MAX_BATCH_PIXELS // 1_000_000} MP, so nothing "
+        f"was sent. {advice[0].upper()}{advice[1:]}.",
+        field="num_images",
+    )
+
+
+def documented_size(arguments: dict[str, Any]) -> tuple[int, int] | None:
+    """The (width, height) xAI documents for the body's settings (None for "auto"), refused before anything is
+    sent when `num_images` of that size cannot fit one output batch."""
+    resolution = arguments.get("resolution", spec.DEFAULT_RESOLUTION)
+    size = spec.documented_image_size(arguments["aspect_ratio"], resolution)
+    if size is not None:
+        check_output_batch(arguments["num_images"], size,
+                           f"the size xAI documents for {arguments['aspect_ratio']} at {resolution}",
+                           "choose a smaller 'resolution'")
+    return size

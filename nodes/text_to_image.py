@@ -54,8 +54,7 @@ class _TextToImageNode(schema.GrokImagesNode):
 
         async def prepare(member: BatchMember) -> GrokCall:
             endpoint, arguments = self.endpoint_and_arguments(inputs, optional)
-            size = spec.documented_image_size(arguments["aspect_ratio"],
-                                              arguments.get("resolution", spec.DEFAULT_RESOLUTION))
+            size = schema.documented_size(arguments)
             refusal = schema.check_choice("on_refusal", on_refusal, schema.ON_REFUSAL)
             return GrokCall(endpoint, arguments, identity=arguments, expected_size=size or (1024, 1024),
                             on_refusal=refusal)  # type: ignore[arg-type]
@@ -72,7 +71,8 @@ class FalGrokImagineImage(_TextToImageNode):
         "image; the price of the next run is shown on the node."
     )
     MODEL = GROK_IMAGINE
-    PROMPT_TOOLTIP = "What the image should show. Grok may rewrite it; see the revised_prompt output."
+    PROMPT_TOOLTIP = ("What the image should show (at most 8,000 characters). Grok may rewrite it; see the "
+                      "revised_prompt output.")
 
 
 class FalGrokImagine2Image(_TextToImageNode):

@@ -31,9 +31,9 @@ given); otherwise 401 ``{"detail": "Invalid or missing API key"}``.
     (`V2_ENDPOINTS`), and the video endpoints of `fake_fal_video.VIDEO_ENDPOINTS` (see "Video endpoints"
     below); others give 404. `TEXT_ENDPOINTS` / `EDIT_ENDPOINTS` split the image ones by kind.
     The body is validated (422 ``{"detail": [{"loc": ["body", FIELD], "msg", "type"}]}``):
-    ``prompt`` (required, non-blank; on the 2.0 endpoints at most 8,000 characters, else type
-    ``string_too_long``), ``num_images`` 1..4, ``aspect_ratio`` (see `ASPECT_RATIOS`; the edit
-    endpoints also accept ``auto``, their default), ``resolution`` 1k|2k, ``output_format``
+    ``prompt`` (required, non-blank; at most 8,000 characters on every endpoint, as fal's schema
+    says, else type ``string_too_long``), ``num_images`` 1..4, ``aspect_ratio`` (see
+    `ASPECT_RATIOS`; the edit endpoints also accept ``auto``, their default), ``resolution`` 1k|2k, ``output_format``
     jpeg|png|webp, ``sync_mode`` bool, on the edit endpoints ``image_urls`` (1..3 http(s) URLs or
     data URIs), and on the 2.0 endpoints only ``quality`` low|medium (default medium; kept in
     `Job.quality`). Any other field, ``quality`` on the older endpoints included, is refused with
@@ -117,8 +117,8 @@ Faults (`Faults`, all off by default; mutable at any time)
 Lists of status codes are consumed one per matching request (pop front). 429 answers carry
 ``Retry-After: 0`` (unless ``retry_after`` is set); 502/503/504 answers look like a front door
 (HTML, no ``x-fal-request-id``). Job-shaping faults (``never_complete``, ``stuck_in_queue``,
-errors and content-policy refusals, ``mixed_sizes``, ``run_time``/``queue_time``) are copied into
-the `Job` at submit time; the others act when a request arrives.
+errors and content-policy refusals, ``mixed_sizes``, ``extra_images``, ``run_time``/``queue_time``)
+are copied into the `Job` at submit time; the others act when a request arrives.
 
 - ``submit_status``: answer the next submits with these codes, creating no job.
 - ``submit_accept_then_status``: create the job but answer with this code (and the request id)
@@ -142,6 +142,8 @@ the `Job` at submit time; the others act when a request arrives.
   ``image_wrong_content_type`` (a valid image as text/html), ``file_chunked`` (result files are sent with
   ``Transfer-Encoding: chunked`` and no ``Content-Length``, as some CDNs do), ``mixed_sizes`` (image N > 0 is
   ``64 * N`` pixels narrower than image 0).
+- ``extra_images`` (N): a result lists N images more than the request asked for (``num_images``
+  + N, each served like the others, index colours going on): "fal made one too many".
 - ``run_time``, ``queue_time``, ``cdn_latency``: override the server's settings when not None.
 - ``account_concurrency``: overrides `FakeFal.account_concurrency` when not None (0: no limit);
   see "Account concurrency" above.
@@ -259,7 +261,7 @@ MAX_NUM_IMAGES = 4
 MAX_IMAGE_URLS = 3
 QUALITIES = ("low", "medium")  # Grok Imagine 2.0 only
 DEFAULT_QUALITY = "medium"
-MAX_PROMPT_CHARS_V2 = 8000
+MAX_PROMPT_CHARS = 8000
 
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "mp4": "video/mp4"}
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "mp4": "mp4"}
@@ -487,6 +489,7 @@ class Faults:
     image_wrong_content_type: bool = False
     file_chunked: bool = False
     mixed_sizes: bool = False
+    extra_images: int = 0
     run_time: float | None = None
     queue_time: float | None = None
     cdn_latency: float | None = None
@@ -579,6 +582,7 @@ class Job:
     never_complete: bool = False
     stuck_in_queue: bool = False
     mixed_sizes: bool = False
+    extra_images: int = 0  # images listed beyond num_images (the extra_images fault)
     error: str | None = None
     error_type: str | None = None
     cancelled: bool = False
@@ -600,7 +604,7 @@ class Job:
         if self.video is not None:
             return self.video.result(f"{self.base_url}/files/{self.request_id}/0.mp4", "0.mp4")
         images: list[dict[str, Any]] = []
-        for index in range(self.num_images):
+        for index in range(self.images_made):
             width, height = self.image_size(index)
             file_name = f"{index}.{self.extension}"
             if self.sync_mode:
@@ -618,6 +622,11 @@ class Job:
                 }
             )
         return {"images": images, "revised_prompt": f"Revised: {self.prompt}"}
+
+    @property
+    def images_made(self) -> int:
+        """How many images the result lists (and the file route serves)."""
+        return self.num_images + self.extra_images
 
     def image_size(self, index: int) -> tuple[int, int]:
         width, height = self.size
@@ -686,8 +695,8 @@ def validate_arguments(endpoint: str, body: Any) -> tuple[dict[str, Any], list[d
         error(["prompt"], "Input should be a valid string", "string_type")
     elif not prompt.strip():
         error(["prompt"], "String should have at least 1 character", "string_too_short")
-    elif v2 and len(prompt) > MAX_PROMPT_CHARS_V2:
-        error(["prompt"], f"String should have at most {MAX_PROMPT_CHARS_V2} characters", "string_too_long")
+    elif len(prompt) > MAX_PROMPT_CHARS:
+        error(["prompt"], f"String should have at most {MAX_PROMPT_CHARS} characters", "string_too_long")
     args["prompt"] = prompt
 
     num_images = body.get("num_images", 1)
@@ -1175,7 +1184,7 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.image_redirect_loop:
             return self._send_bytes(302, b"", "text/plain", {"Location": f"{fake.url}{self.path}"})
         job = fake.jobs.get(rid)
-        if job is None or index >= job.num_images or match["ext"] != job.extension:
+        if job is None or index >= job.images_made or match["ext"] != job.extension:
             return self._send_json(404, {"detail": "Not Found"})
         latency = faults.cdn_latency if faults.cdn_latency is not None else fake.cdn_latency
         if latency > 0 and fake._stopping.wait(latency):
@@ -1771,6 +1780,7 @@ class FakeFal:
                 never_complete=faults.never_complete,
                 stuck_in_queue=faults.stuck_in_queue,
                 mixed_sizes=faults.mixed_sizes,
+                extra_images=faults.extra_images,
                 error=error,
                 error_type=error_type,
                 base_url=self.url,

@@ -37,11 +37,17 @@ async def test_an_empty_image_on_the_edit_node_names_the_input(fake_fal: FakeFal
     assert fake_fal.requests == []
 
 
-async def test_a_grok_2_prompt_over_8000_characters_is_refused_before_anything_is_sent(fake_fal: FakeFal) -> None:
-    with pytest.raises(errors.InvalidInputError, match="8,001 characters long; fal takes at most 8,000"):
-        await run_node(Node2, prompt="x" * 8001)
-    assert fake_fal.requests == []
-    images, _, _ = await run_node(Node2, prompt="x" * 8000)
+@pytest.mark.parametrize("node", ["FalGrokImagineImage", "FalGrokImagine2Image", "FalGrokImagineEdit",
+                                  "FalGrokImagine2Edit"])
+async def test_a_prompt_over_8000_characters_is_refused_before_anything_is_sent_on_every_node(
+    fake_fal: FakeFal, node: str
+) -> None:
+    node_class = pack_module("nodes.registry").NODE_CLASS_MAPPINGS[node]
+    image = {"image": torch.full((1, 32, 32, 3), 0.5)} if "Edit" in node else {}
+    with pytest.raises(errors.InvalidInputError, match="8,001 characters long; fal takes at most 8,000") as caught:
+        await run_node(node_class, prompt="x" * 8001, **image)
+    assert caught.value.field == "prompt" and fake_fal.requests == []
+    images, _, _ = await run_node(node_class, prompt="x" * 8000, **image)
     assert images.shape[0] == 1
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from comfy_like import pack_module, run_node
 from fake_comfy import InterruptProcessingException, fake_comfy
-from fake_fal import FakeFal, fake_image_size
+from fake_fal import FakeFal, fake_image_size, index_from_colour
 
 Node = pack_module("nodes.text_to_image").FalGrokImagineImage
 INPUTS = {"prompt": "a field of tulips", "aspect_ratio": "3:2"}
@@ -41,6 +41,19 @@ async def test_more_than_four_images_are_one_request_per_four_in_one_batch_in_re
         if not request_order or request_order[-1] != request_id:
             request_order.append(request_id)
     assert [fake_fal.jobs[r].num_images for r in request_order] == sizes
+
+
+async def test_a_request_that_returns_more_images_than_asked_keeps_to_its_own_slots(
+    fake_fal: FakeFal, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_fal.faults.extra_images = 1  # fal answers five images where four were asked, for both requests
+    images, _, urls = await run_node(Node, **INPUTS, num_images=8, output_format="png")
+    assert images.shape[0] == 8 and len(urls.splitlines()) == 8
+    indices = [index_from_colour(round(float(images[i, 0, 0, 0]) * 255)) for i in range(8)]
+    assert indices == [0, 1, 2, 3, 0, 1, 2, 3]  # each request's first four, in its own four slots
+    for submit in fake_fal.submits:
+        assert (f"fal returned 5 images for request {submit.request_id}, which asked for 4: the extra one is left "
+                "out of the batch (the Grok Imagine Result node loads them all)") in caplog.text
 
 
 async def test_the_requests_of_a_large_batch_are_sent_at_once(fake_fal: FakeFal) -> None:

@@ -746,7 +746,8 @@ def test_grok_imagine_2_endpoints(fake: FakeFal, client: httpx.Client) -> None:
     assert error(submit(client, V2_TEXT, aspect_ratio="auto")) == ("aspect_ratio", "literal_error")
     assert not fake.jobs
 
-    assert submit(client, TEXT, prompt="x" * 8001).status_code == 200  # no such limit on the older ones
+    assert error(submit(client, TEXT, prompt="x" * 8001)) == ("prompt", "string_too_long")  # every endpoint's limit
+    assert error(submit(client, EDIT, prompt="x" * 8001, image_urls=urls)) == ("prompt", "string_too_long")
     text = submit(client, V2_TEXT, prompt="y" * 8000).json()
     low = submit(client, V2_TEXT, quality="low", aspect_ratio="16:9").json()
     edit = submit(client, V2_EDIT, image_urls=urls * 3).json()
@@ -756,7 +757,7 @@ def test_grok_imagine_2_endpoints(fake: FakeFal, client: httpx.Client) -> None:
     assert [(j.endpoint, j.quality, j.aspect_ratio) for j in jobs] == [
         (V2_TEXT, "medium", "1:1"), (V2_TEXT, "low", "16:9"), (V2_EDIT, "medium", "auto")
     ]
-    assert fake.jobs[fake.submits[0].request_id].quality is None
+    assert fake.jobs[submit(client, TEXT).json()["request_id"]].quality is None  # the older endpoints have none
     wait_completed(client, low["status_url"])
     (image,) = client.get(low["response_url"]).json()["images"]
     assert (image["width"], image["height"]) == fake_image_size("16:9", "1k")

@@ -118,6 +118,8 @@ CASES = [
          env={"GROK_IMAGINE_TIMEOUT": "2"}, journal_state="completed", within_s=4),
     Case("empty images list", {"result_images_override": []}, errors.ResultError, ("no images", "another prompt")),
     Case("short images list (1 of 2)", {"result_images_override": [{"url": data_uri_image()}]}, images=1),
+    Case("one image more than asked by each request", {"extra_images": 1}, inputs={"num_images": 6},
+         accepted_submits=2, images=6),
     # --- the images
     Case("image 503 then 429", {"image_status": [503, 429]}),
     Case("image 404", {"image_404": True}, download.ImageFetchError, ("could not be downloaded", "HTTP 404"),

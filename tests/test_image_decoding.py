@@ -30,7 +30,7 @@ def test_exif_orientation_is_applied_so_portraits_stand_upright() -> None:
     assert (decoded.width, decoded.height) == (32, 64) and decoded.file_format == "jpeg"
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "CMYK", "I;16"])
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "CMYK"])
 def test_any_colour_mode_becomes_three_channel_rgb(mode: str) -> None:
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     decoded = decode.decode_image(encoded(Image.new(mode, (16, 8)), fmt))
@@ -46,6 +46,24 @@ async def load_images(uris: list[str]) -> torch.Tensor:
     out = output_batch.OutputBatch(len(uris), key=None)
     files = await out.fetch(uris, first_slot=0, timeout_s=10, request_id=None)
     return await out.finish(files)
+
+
+async def test_a_16_bit_grey_png_keeps_its_levels_in_every_channel() -> None:
+    # a real 16-bit grey PNG: a ramp over the whole range, plus mid grey and black rows; the image of another size
+    # is fitted to the first (the 16-bit values survive the resize too)
+    ramp = np.tile(np.linspace(0, 65535, 300).round().astype(np.uint16), (40, 1))
+    ramp[10], ramp[20] = 32768, 0
+    png = encoded(Image.fromarray(ramp))
+    with Image.open(io.BytesIO(png)) as opened:
+        assert opened.mode in ("I;16", "I")  # what Pillow makes of 16-bit grey (by version)
+    smaller = encoded(Image.fromarray(np.full((20, 150), 16384, np.uint16)))
+    images = await load_images([f"data:image/png;base64,{base64.b64encode(data).decode()}" for data in (png, smaller)])
+    expected = torch.from_numpy(ramp.astype(np.float32) / 65535)
+    assert torch.allclose(images[0, :, :, 0], expected, atol=1e-6)  # not clipped to white above 255
+    assert torch.equal(images[0, :, :, 0], images[0, :, :, 1]) and torch.equal(images[0, :, :, 0], images[0, :, :, 2])
+    assert abs(float(images[0, 10, 5, 0]) - 0.5) < 1e-4 and float(images[0, 20, 5, 0]) == 0.0
+    assert tuple(images.shape) == (2, 40, 300, 3) and torch.allclose(images[1], torch.full_like(images[1], 0.25),
+                                                                      atol=1e-3)
 
 
 async def test_a_batch_is_float32_zero_to_one_on_the_cpu_with_every_pixel_exact() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -53,9 +54,33 @@ async def test_the_progress_bar_moves_and_ends_full(fake_fal: FakeFal, comfy: Fa
     assert {node_id for _, _, node_id in comfy.bar_updates} == {"7"}
 
 
-async def test_progress_text_from_fal_is_shown_as_text_not_html(fake_fal: FakeFal, comfy: FakeHost) -> None:
-    await run_node(Node, **{**INPUTS, "prompt": "<img src=x onerror=alert(1)>"})
-    assert "<img" not in comfy.progress_texts[-1][1] and "&lt;img" in comfy.progress_texts[-1][1]
+class _AsHtml(HTMLParser):
+    """What frontend 1.27 makes of progress text: it renders it as HTML."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.text = ""
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+async def test_progress_text_reads_as_written_in_every_frontend(fake_fal: FakeFal, comfy: FakeHost) -> None:
+    prompt = "<img src=x onerror=alert(1)> <b>bold</b> &amp; Tom & Jerry [[a link|https://example.com]]"
+    await run_node(Node, **{**INPUTS, "prompt": prompt})
+    sent = comfy.progress_texts[-1][1]
+    visible = sent.replace("\u2060", "")  # the word joiners it carries are invisible
+    # frontend 1.5x escapes the text itself and shows every character sent (its [[label|url]] links excepted)
+    assert f"Revised prompt: Revised: {prompt}" in visible and "[[" not in sent
+    # frontend 1.27 renders it as HTML: no tag, no entity, the same text
+    as_html = _AsHtml()
+    as_html.feed(sent)
+    as_html.close()
+    assert as_html.tags == [] and as_html.text.replace("\u2060", "") == visible
 
 
 async def test_cancel_stops_the_node_within_a_second_and_cancels_at_fal(fake_fal: FakeFal, comfy: FakeHost) -> None:

@@ -10,6 +10,7 @@ from comfy_like import pack_module, run_node, run_node_raw
 from fake_fal import FakeFal, fake_image_size
 
 errors = pack_module("fal_transport.errors")
+spec = pack_module("nodes.grok_spec")
 Node = pack_module("nodes.text_to_image").FalGrokImagineImage
 Edit = pack_module("nodes.edit").FalGrokImagineEdit
 Edit2 = pack_module("nodes.edit").FalGrokImagine2Edit
@@ -85,3 +86,31 @@ async def test_match_first_reference_scales_to_cover_and_centre_crops_never_stre
 async def test_the_default_output_size_is_what_fal_returns(fake_fal: FakeFal) -> None:
     images, _, _ = await run_node(Edit, image=reference(300, 300), prompt="wide", aspect_ratio="2:1")
     assert tuple(images.shape[1:3]) == tuple(reversed(fake_image_size("2:1", "1k")))
+
+
+async def test_match_first_reference_refuses_a_batch_over_the_limit_before_anything_is_sent(fake_fal: FakeFal) -> None:
+    # 16 images at a 4K reference's 3840 x 2160 would be 133 MP, over the 100 MP one output batch may hold
+    with pytest.raises(errors.InvalidInputError) as caught:
+        await run_node(Edit, image=torch.zeros((1, 2160, 3840, 3)), prompt="paste back", num_images=16,
+                       output_size="match first reference")
+    message = str(caught.value)
+    assert caught.value.field == "num_images"
+    assert "16 images of 3840x2160 (the first reference's size, as 'output_size' is 'match first reference')" \
+           " make a batch of 133 MP" in message
+    assert "over the node's limit of 100 MP, so nothing was sent" in message
+    assert "Set 'num_images' to at most 12, scale the first reference down, or set 'output_size' to 'fal'" in message
+    assert fake_fal.requests == [] and fake_fal.uploads == []  # not even the reference went to fal's storage
+    images, _, _ = await run_node(Edit, image=torch.zeros((1, 2160, 3840, 3)), prompt="as fal makes it",
+                                  num_images=16)  # fal's own size (about 1 MP each) fits
+    assert images.shape[0] == 16
+
+
+async def test_a_documented_size_that_cannot_fit_the_batch_is_refused_before_anything_is_sent(
+    fake_fal: FakeFal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(spec.IMAGE_SIZES_1K, "1:1", (4096, 4096))  # were xAI to document 16 MP at 2k
+    with pytest.raises(errors.InvalidInputError) as caught:
+        await run_node(Node, prompt="a lighthouse", num_images=2, resolution="2k")
+    assert "2 images of 8192x8192 (the size xAI documents for 1:1 at 2k) make a batch of 134 MP" in str(caught.value)
+    assert "Set 'num_images' to at most 1, or choose a smaller 'resolution'." in str(caught.value)
+    assert fake_fal.requests == []

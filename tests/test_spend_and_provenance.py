@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from comfy_like import TEST_KEY, pack_module, run_node, run_node_raw
+from comfy_like import TEST_KEY, pack_module, run_node, run_node_over_list, run_node_raw
 from fake_fal import FakeFal
 
 errors = pack_module("fal_transport.errors")
@@ -136,3 +137,66 @@ def test_the_daily_limit_holds_while_an_accepted_request_is_being_recorded(
     finally:
         charging.join()
     assert ledger_module.Ledger(tmp_path).totals().today_usd == 0.02
+
+
+async def test_in_a_list_batch_each_item_has_its_own_entry_in_list_order_whatever_order_they_finish_in(
+    fake_fal: FakeFal,
+) -> None:
+    # ComfyUI hands every list item the same workflow and Save Image writes it after the last item, into every
+    # PNG: the PNG at place k of the batch finds its request(s) under list_index k
+    fake_fal.faults.never_complete = True
+    extra = workflow_with("5")
+    prompts = [f"harbour number {i}" for i in range(4)]
+
+    def requests_of(item: int) -> list[str]:  # in request order: the four-image request, then the two-image one
+        submits = [s for s in fake_fal.submits if s.json["prompt"] == prompts[item]]
+        return [s.request_id for s in sorted(submits, key=lambda s: -s.json["num_images"])]
+
+    def recorded() -> list[dict]:
+        return extra["workflow"]["nodes"][1]["properties"].get("grok_imagine", [])
+
+    task = asyncio.ensure_future(run_node_over_list(Node, prompt=prompts, num_images=6, unique_id="5",
+                                                    extra_pnginfo=extra))
+    while len(fake_fal.submits) < 8:
+        await asyncio.sleep(0.02)
+    for item in (3, 1, 0, 2):  # the last item finishes first
+        for request_id in requests_of(item):
+            fake_fal.complete_job(request_id)
+        while not any(entry["revised_prompt"] == f"Revised: {prompts[item]}" for entry in recorded()):
+            await asyncio.sleep(0.02)
+    await task
+    assert recorded() == [{"list_index": item, "endpoint": "xai/grok-imagine-image", "request_ids": requests_of(item),
+                           "revised_prompt": f"Revised: {prompts[item]}"} for item in range(4)]
+
+
+async def test_a_list_of_request_ids_into_the_result_node_records_one_entry_per_item_in_list_order(
+    fake_fal: FakeFal,
+) -> None:
+    await run_node(Node, prompt="first")
+    await run_node(Node, prompt="second")
+    ids = [s.request_id for s in fake_fal.submits][::-1]
+    extra = workflow_with("8")
+    results = await run_node_over_list(Result, request_id=ids, endpoint="xai/grok-imagine-image", unique_id="8",
+                                       extra_pnginfo=extra)
+    assert [revised for _, revised, _ in results] == ["Revised: second", "Revised: first"]
+    record = extra["workflow"]["nodes"][1]["properties"]["grok_imagine"]
+    assert [(e["list_index"], e["request_ids"]) for e in record] == [(0, [ids[0]]), (1, [ids[1]])]
+    assert len(fake_fal.submits) == 2  # nothing paid again
+
+
+async def test_a_run_replaces_what_a_loaded_workflow_brought_and_each_subgraph_instance_keeps_its_own_entry(
+    fake_fal: FakeFal,
+) -> None:
+    earlier = {"endpoint": "xai/grok-imagine-image", "request_ids": ["from-the-png-loaded"], "revised_prompt": "old"}
+    extra = {"workflow": {
+        "nodes": [{"id": 7, "type": "FalGrokImagineImage", "properties": {"grok_imagine": [earlier]}}],
+        "definitions": {"subgraphs": [{"id": "sub", "nodes": [{"id": 3, "type": "FalGrokImagineImage"}]}]},
+    }}
+    await run_node_raw(Node, prompt="on top", unique_id="7", extra_pnginfo=extra)
+    await run_node_raw(Node, prompt="in one", unique_id="12:3", extra_pnginfo=extra)  # two instances of the subgraph
+    await run_node_raw(Node, prompt="in two", unique_id="13:3", extra_pnginfo=extra)
+    top = extra["workflow"]["nodes"][0]["properties"]["grok_imagine"]
+    assert [e["revised_prompt"] for e in top] == ["Revised: on top"]
+    inner = extra["workflow"]["definitions"]["subgraphs"][0]["nodes"][0]["properties"]["grok_imagine"]
+    assert [(e["node_id"], e["revised_prompt"]) for e in inner] == [("12:3", "Revised: in one"),
+                                                                    ("13:3", "Revised: in two")]

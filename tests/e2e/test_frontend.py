@@ -7,6 +7,8 @@ Checked in the browser, as a user would see it:
 - the badge follows num_images (changed through the UI: the widget's arrow on the canvas, the + button in
   Nodes 2.0) and the references of an edit node (a link connected to image_2);
 - after a run the prompt box keeps its height (the revised prompt box and the previews grow the node);
+- the progress text on the node reads as written, markup characters included (1.27 renders it as HTML, 1.58
+  escapes it itself);
 - the fal key panel saves and removes a key through the server's write guard;
 - every node's help page is served where the frontend looks for it.
 
@@ -75,6 +77,21 @@ JS_PROMPT = """(id) => {
   const vueEl = document.querySelector(`[data-node-id="${id}"] textarea`);
   return { textarea: (vueEl ?? el)?.offsetHeight ?? null, slot: prompt.computedHeight ?? null, node: [...node.size],
            widgets: node.widgets.map((w) => w.name) };
+}"""
+
+# A prompt whose revised prompt (the fake's "Revised: <prompt>") ends up in the node's last progress text
+MARKUP_PROMPT = "A <b>bold</b> &amp; brave lighthouse & co"
+# Records every rendering of that text (1.58 removes the progress text when the prompt ends)
+JS_WATCH_PROGRESS_TEXT = """() => {
+  const seen = window.grokProgressTexts = [];
+  const look = () => {
+    for (const el of document.querySelectorAll('span, p')) {  // p: the Nodes 2.0 renderer's text
+      if (!el.textContent.includes('Revised prompt: Revised:') || el.querySelector('span, p')) continue;
+      const shown = { text: el.innerText, tags: [...el.querySelectorAll('*')].map((e) => e.tagName.toLowerCase()) };
+      if (!seen.some((s) => s.text === shown.text)) seen.push(shown);
+    }
+  };
+  new MutationObserver(look).observe(document.body, { subtree: true, childList: true, characterData: true });
 }"""
 
 STATUS = "document.querySelector('.grok-imagine-key-status')"
@@ -177,13 +194,15 @@ def drive(url: str, renderer: str, workflows: list[str]) -> dict[str, Any]:
                 return { before, after: grok.grokImaginePrice.badge.text, dom: el ? el.innerText : null };
             }""")
 
-        # 4. the prompt box keeps its height after a run
+        # 4. the prompt box keeps its height after a run, and the progress text reads as written
         load(next(w for w in workflows if w.endswith("grok_imagine_text_to_image.json")))
         node_id = page.evaluate("() => app.graph._nodes.find((n) => n.grokImaginePrice).id")
         page.evaluate(f"() => {{ const n = app.graph.getNodeById({node_id}); app.canvas.ds.scale = 1; "
-                      "app.canvas.centerOnNode(n); app.canvas.setDirty(true, true); }")
+                      "app.canvas.centerOnNode(n); app.canvas.setDirty(true, true); "
+                      "n.widgets.find((w) => w.name === 'prompt').value = " + json.dumps(MARKUP_PROMPT) + "; }")
         page.wait_for_timeout(300)
         prompt_before = page.evaluate(JS_PROMPT, node_id)
+        page.evaluate(JS_WATCH_PROGRESS_TEXT)
         page.evaluate("""() => new Promise((resolve) => {
             for (const n of app.graph._nodes) {
                 const seed = n.widgets?.find((w) => w.name === 'seed');
@@ -198,6 +217,7 @@ def drive(url: str, renderer: str, workflows: list[str]) -> dict[str, Any]:
         page.evaluate("() => app.canvas.setDirty(true, true)")
         page.wait_for_timeout(300)
         results["prompt"] = {"before": prompt_before, "after": page.evaluate(JS_PROMPT, node_id)}
+        results["progress_texts"] = page.evaluate("() => window.grokProgressTexts")
 
         # 5. the fal key panel saves and removes a key through the write guard
         results["guard_without_header"] = page.evaluate("""async () => (await fetch('/grok_imagine/key', {
@@ -401,6 +421,16 @@ def test_the_prompt_box_keeps_its_height_after_a_run(frontend: dict[str, Any]) -
         assert after["textarea"] >= before["textarea"] - 2, (seen["renderer"], before, after)
         if not seen["vue_nodes"]:
             assert before["textarea"] > 100 and after["node"][1] > before["node"][1], (before, after)
+
+
+def test_the_progress_text_reads_as_written_markup_characters_included(frontend: dict[str, Any]) -> None:
+    for seen in renderers(frontend):
+        texts = seen["progress_texts"]
+        print(f"{frontend['version']} {seen['renderer']}: progress text {texts}")
+        assert texts, (seen["renderer"], "the node never showed its last progress text")
+        for shown in texts:  # the word joiners the pack adds are invisible
+            assert f"Revised prompt: Revised: {MARKUP_PROMPT}" in shown["text"].replace("\u2060", ""), shown
+            assert set(shown["tags"]) <= {"br"}, shown  # line breaks only: nothing of the prompt became markup
 
 
 def test_the_key_panel_saves_and_removes_a_key_through_the_write_guard(frontend: dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ routes, and the PNG that its Save Image writes.
   middleware stops some of them (an empty 403) and lets the others through to the pack, which must
   refuse them (a JSON error). Either way nothing may change.
 - A prompt queued as the browser queues it (`extra_data.extra_pnginfo.workflow`) leaves the fal request
-  ids in the PNG that Save Image writes, and the Result node reloads the images from such an id.
+  ids in the PNG that Save Image writes, and the Result node reloads the images from such an id. In a
+  Prompt List batch, the PNG of item k finds its own request under `list_index` k.
 
 ComfyUI runs here without FAL_KEY, so the key in use is the stored one (Settings > Grok Imagine (fal)).
 Needs COMFYUI_DIR (see README: e2e tests).
@@ -310,3 +311,41 @@ def test_the_png_save_image_writes_names_the_fal_requests_and_the_result_node_re
     for original, copy_ in zip(saved[:4], reloaded, strict=True):  # the same pixels as the first request's four
         with Image.open(original) as a, Image.open(copy_) as b:
             assert a.size == b.size and a.convert("RGB").tobytes() == b.convert("RGB").tobytes()
+
+
+def test_each_png_of_a_prompt_list_batch_finds_its_own_request_under_its_list_index(
+    comfy: ComfyServer, object_info: dict[str, Any], fal: FakeFal, stored_key: str
+) -> None:
+    fal.reset()
+    workflow = copy.deepcopy(load_workflow(PACK_ROOT / "example_workflows" / "grok_imagine_prompt_list_batch.json"))
+    prompts = next(n for n in workflow["nodes"] if n["type"] == "FalGrokImaginePromptList")["widgets_values"][0]
+    prompts = [line.strip() for line in prompts.splitlines() if line.strip()]
+    grok = next(n for n in workflow["nodes"] if n["type"] == "FalGrokImagineImage")
+    save = next(n for n in workflow["nodes"] if n["type"] == "SaveImage")
+    grok["widgets_values"][6] = time.time_ns() % 2**48  # what "randomize" does before the queue
+    fal.faults.never_complete = True  # the requests finish when the test says, last item first
+    try:
+        prompt_id = queue_as_the_browser_does(comfy, to_api_prompt(workflow, object_info), workflow)
+        deadline = time.monotonic() + 60
+        while len(fal.submits) < len(prompts) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        by_prompt = {s.json["prompt"]: s.request_id for s in fal.submits}
+        assert sorted(by_prompt) == sorted(prompts)
+        for text in reversed(prompts):
+            fal.complete_job(by_prompt[text])
+            while by_prompt[text] not in {r.request_id for r in fal.requests_of("result")}:
+                assert time.monotonic() < deadline, "the node never fetched a completed result"
+                time.sleep(0.05)
+    finally:
+        fal.faults.never_complete = False
+    entry = comfy.wait(prompt_id)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[-2000:]
+    saved = files_of(comfy, entry, str(save["id"]))
+    assert len(saved) == len(prompts)
+    for index, path in enumerate(saved):  # one image per prompt: PNG k is item k's
+        with Image.open(path) as png:
+            embedded = json.loads(png.text["workflow"])  # type: ignore[attr-defined]
+        record = next(n for n in embedded["nodes"] if n["id"] == grok["id"])["properties"]["grok_imagine"]
+        assert [e["list_index"] for e in record] == list(range(len(prompts)))
+        assert record[index]["request_ids"] == [by_prompt[prompts[index]]], path.name
+        assert record[index]["revised_prompt"] == f"Revised: {prompts[index]}"
