@@ -105,7 +105,8 @@ def tier_input() -> tuple[list[str], dict[str, Any]]:
     })
 
 
-def check_prompt(prompt: object) -> str:
+def check_prompt(prompt: object, max_chars: int = spec.MAX_PROMPT_CHARS) -> str:
+    """`prompt` if fal can take it: not blank, valid UTF-8, at most `max_chars` characters."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidInputError("The prompt is empty. Type what the image should show into 'prompt'.", field="prompt")
     try:
@@ -116,9 +117,9 @@ def check_prompt(prompt: object) -> str:
             "from some editors). Retype the text around it, or paste it as plain text.",
             field="prompt",
         ) from None
-    if len(prompt) > spec.MAX_PROMPT_CHARS:
+    if len(prompt) > max_chars:
         raise InvalidInputError(
-            f"'prompt' is {len(prompt):,} characters long; fal takes at most {spec.MAX_PROMPT_CHARS:,}. Shorten it.",
+            f"'prompt' is {len(prompt):,} characters long; fal takes at most {max_chars:,}. Shorten it.",
             field="prompt",
         )
     return prompt
