@@ -197,6 +197,8 @@ export function parseLimit(text, noun = "limit") {
   return { value: round6(value) };
 }
 
+const BALANCE_FIELDS = ["fal_balance_usd", "fal_balance_read_at", "fal_balance_status", "fal_balance_error"];
+
 // The spend panels built and not yet closed: refreshed after each run.
 const spendPanels = new Set();
 
@@ -260,6 +262,7 @@ export function buildSpendPanel(doc, request, { now = () => Date.now() } = {}) {
   root.append(totals, balance, limit, row, floor, floorRow, message, table);
   spendPanels.add(root);
 
+  let lastBalance = {};
   const cell = (tag, text, align = "left") =>
     element(doc, tag, { textContent: text, style: `padding:1px 8px 1px 0;text-align:${align};white-space:nowrap` });
 
@@ -271,7 +274,10 @@ export function buildSpendPanel(doc, request, { now = () => Date.now() } = {}) {
     }
     const spend = result.json ?? {};
     totals.textContent = describeTotals(spend);
-    const fal = describeBalance(spend, now());
+    if ("fal_balance_status" in spend) {
+      lastBalance = Object.fromEntries(BALANCE_FIELDS.map((name) => [name, spend[name]]));
+    }
+    const fal = describeBalance({ ...spend, ...lastBalance }, now()); // a POST's answer: the last reading, anew
     if (fal !== undefined) {
       balance.hidden = fal === null;
       balance.textContent = fal?.text ?? "";

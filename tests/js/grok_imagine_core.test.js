@@ -609,7 +609,9 @@ describe("the fal balance and the balance floor in the spend panel", () => {
     await vi.waitFor(() => expect(panel.textContent).toContain("Balance floor $2.50, set here"));
     expect(calls[1]).toEqual({ method: "POST", path: ROUTES.spendFloor, body: { balance_floor_usd: 2.5 } });
     expect(panel.textContent).toContain("Balance floor set to $2.50.");
-    expect(panel.querySelector(".grok-imagine-balance").textContent).toBe("fal balance $12.50 (read at 15:29).");
+    expect(panel.querySelector(".grok-imagine-balance").textContent).toBe(
+      "fal balance $12.50 (read at 15:29). $10.00 above the floor.",
+    );
     expect(input.value).toBe("");
     panel.querySelector("button.grok-imagine-clear-floor").click();
     await vi.waitFor(() => expect(panel.textContent).toContain("The balance floor set here was cleared."));
