@@ -133,9 +133,10 @@ class BatchMember:
         self._price_counted()
         while True:
             await batch._priced.wait()
+            joined = batch.joined
             for _ in range(SETTLE_TURNS):  # a list still being started joins meanwhile
                 await asyncio.sleep(0)
-            if batch._priced.is_set():
+            if batch._priced.is_set() and batch.joined == joined:
                 break
         if price_round.verdict is None:
             batch.price_round = _PriceRound()  # runs priced after this verdict are judged apart

@@ -4,6 +4,8 @@ does not read the balance each time; when the balance is unknown, fal stays the 
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from comfy_like import TEST_KEY, pack_module, run_node, run_node_over_list
@@ -51,6 +53,30 @@ async def test_a_prompt_list_the_balance_cannot_pay_does_not_start(fake_fal: Fak
         "This batch of 10 prompts costs $0.20; your fal balance is $0.15. Top up at fal's dashboard "
         "(https://fal.ai/dashboard/billing), or run fewer prompts. Nothing was sent.")
     assert fake_fal.submit_attempts == [] and balance_reads(fake_fal) == 1  # one verdict for the whole list
+
+
+async def test_a_list_is_priced_as_a_whole_even_when_its_items_price_themselves_at_once() -> None:
+    # ComfyUI starts one list item per turn of the event loop; an item that knows its price at once (no await
+    # before it) must still wait for the items started after it.
+    batches = pack_module("nodes.batches")
+    judged: list[tuple[float, int]] = []
+
+    async def check(price: float, runs: int) -> None:
+        judged.append((round(price, 6), runs))
+
+    async def item() -> None:
+        member = batches.NodeBatch.join("21")
+        try:
+            await member.pay_together(0.02, check)
+        finally:
+            member.leave(ok=True)
+
+    tasks = []
+    for _ in range(10):  # as comfy_like.run_node_over_list and ComfyUI's _async_map_node_over_list do
+        tasks.append(asyncio.create_task(item()))
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert judged == [(0.2, 10)]
 
 
 async def test_every_request_of_every_list_item_counts_in_the_price_of_the_batch(fake_fal: FakeFal) -> None:
