@@ -5,10 +5,13 @@ does not read the balance each time; when the balance is unknown, fal stays the 
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 from comfy_like import TEST_KEY, pack_module, run_node, run_node_over_list
+from fake_comfy import InterruptProcessingException, fake_comfy
 from fake_fal import EXHAUSTED_BALANCE_MESSAGE, FakeFal
 
 errors = pack_module("fal_transport.errors")
@@ -166,6 +169,22 @@ async def test_when_the_balance_is_unknown_runs_go_on_and_fal_decides(
     assert len(fake_fal.submits) == 2 and balance_reads(fake_fal) >= 1
     # the failed read is kept for a minute: the second run did not wait on fal again
     assert all(r.time < fake_fal.submits[0].time for r in fake_fal.requests_of("balance"))
+
+
+async def test_cancel_while_the_balance_is_read_stops_at_once_and_sends_nothing(
+    fake_fal: FakeFal, tmp_path: Path
+) -> None:
+    fake_fal.faults.balance_delay = 3.0
+    with fake_comfy(tmp_path) as host:
+        task = asyncio.ensure_future(run_node_over_list(Node, prompt=prompt_list(4), unique_id="9"))
+        while not fake_fal.requests_of("balance"):
+            await asyncio.sleep(0.02)
+        host.interrupted = True
+        cancelled = time.monotonic()
+        with pytest.raises(InterruptProcessingException):
+            await task
+    assert time.monotonic() - cancelled < 1.0
+    assert fake_fal.submit_attempts == []
 
 
 async def test_an_exhausted_balance_at_fal_says_so_rather_than_blaming_the_key(fake_fal: FakeFal) -> None:
