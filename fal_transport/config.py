@@ -110,3 +110,11 @@ DAILY_LIMIT_ENV = "GROK_IMAGINE_DAILY_LIMIT_USD"
 def daily_limit_from_env() -> float | None:
     """`GROK_IMAGINE_DAILY_LIMIT_USD` as dollars, None when unset; it wins over the stored limit."""
     return _number(DAILY_LIMIT_ENV, positive=False, expected="a number of US dollars such as 5 or 12.50")
+
+
+BALANCE_FLOOR_ENV = "GROK_IMAGINE_BALANCE_FLOOR_USD"
+
+
+def balance_floor_from_env() -> float | None:
+    """`GROK_IMAGINE_BALANCE_FLOOR_USD` as dollars, None when unset; it wins over the stored floor."""
+    return _number(BALANCE_FLOOR_ENV, positive=False, expected="a number of US dollars such as 2 or 0.50")

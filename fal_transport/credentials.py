@@ -4,7 +4,7 @@ The key is read at call time from `FAL_KEY` (or `FAL_KEY_ID` + `FAL_KEY_SECRET`)
 the key file that Settings > Grok Imagine (fal) writes. Every source is checked the same way
 before anything is sent: printable ASCII with no whitespace inside. A bad key is refused with a
 message that names its source and never quotes it. The key is never part of a `repr`, a message
-or a log line, and goes only to fal's queue and fal's storage-token endpoint.
+or a log line, and goes only to fal's queue, fal's storage-token endpoint and fal's balance endpoint.
 """
 
 from __future__ import annotations

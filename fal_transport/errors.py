@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     import httpx
 
 CONTENT_POLICY_TYPES = frozenset({"content_policy_violation", "content_moderation", "nsfw"})
+# How fal's 403 says the account's balance is used up ("User is locked. Reason: Exhausted balance. Top up
+# your balance at fal.ai/dashboard/billing." or "User is locked. Reason: TOP_UP.")
+EXHAUSTED_BALANCE_SIGNS = ("exhausted balance", "top_up", "top up your balance")
+ACCOUNT_LOCKED_SIGN = "user is locked"
+TOP_UP_HELP = "Top up at fal's dashboard (https://fal.ai/dashboard/billing)"
 DETAIL_MAX_CHARS = 300
 
 
@@ -52,8 +57,13 @@ class SpendLimitError(FalError):
     """The run would take today's spend past the daily limit; nothing was sent."""
 
 
+class BalanceError(FalError):
+    """The fal balance cannot pay for the run: refused by the pack before anything was sent, or by fal
+    (HTTP 403 "User is locked. Reason: Exhausted balance")."""
+
+
 class AuthenticationError(FalError):
-    """fal refused the key (HTTP 401/403)."""
+    """fal refused the key (HTTP 401/403), or has locked the account for another reason."""
 
 
 class InputRejectedError(FalError):
@@ -167,6 +177,19 @@ def error_from_response(
     request_id = request_id or response.headers.get("x-fal-request-id")
     text, field_name, error_type = _detail(response, scrub)
     code = response.status_code
+    lowered = text.lower()
+    if code == 403 and any(sign in lowered for sign in EXHAUSTED_BALANCE_SIGNS):
+        return BalanceError(
+            f"fal refused {what} because your fal balance is used up (fal: \"{text}\"). {TOP_UP_HELP}, then "
+            "queue again.",
+            request_id=request_id,
+        )
+    if code == 403 and ACCOUNT_LOCKED_SIGN in lowered:
+        return AuthenticationError(
+            f"fal has locked your fal account (HTTP 403 during {what}; fal: \"{text}\"). The key is not the "
+            "problem: check your account at https://fal.ai/dashboard, or write to support@fal.ai.",
+            request_id=request_id,
+        )
     if code in (401, 403):
         return AuthenticationError(
             f"fal rejected the API key (HTTP {code}) during {what}. The key from {key_source} is wrong, "

@@ -8,6 +8,9 @@ A daily limit (`GROK_IMAGINE_DAILY_LIMIT_USD`, else the one stored from Settings
 `settings.json`) is enforced by reserving a run's price before anything is sent: a run that would
 take today's spend (recorded plus reserved) past the limit is refused with `SpendLimitError`.
 "Today" and "this month" are the machine's local calendar.
+
+The balance floor (`GROK_IMAGINE_BALANCE_FLOOR_USD`, else the one stored from Settings beside the
+daily limit) is the part of the fal balance runs must leave alone; `billing` enforces it.
 """
 
 from __future__ import annotations
@@ -126,6 +129,24 @@ class Ledger:
         settings["daily_limit_usd"] = value
         write_private(self.settings_path, json.dumps(settings, indent=1) + "\n")
 
+    # ---- the balance floor
+    def balance_floor(self) -> tuple[float | None, str | None]:
+        """(floor in USD or None, where it comes from): the environment variable wins."""
+        from_env = config.balance_floor_from_env()
+        if from_env is not None:
+            return from_env, f"the environment variable {config.BALANCE_FLOOR_ENV}"
+        stored = self._settings().get("balance_floor_usd")
+        if isinstance(stored, (int, float)) and not isinstance(stored, bool) and math.isfinite(stored) and stored >= 0:
+            return float(stored), SETTINGS_HELP
+        return None, None
+
+    def set_balance_floor(self, value: float | None) -> None:
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise FalConfigError("The balance floor must be a number of US dollars, 0 or more.")
+        settings = self._settings()
+        settings["balance_floor_usd"] = value
+        write_private(self.settings_path, json.dumps(settings, indent=1) + "\n")
+
     # ---- what was spent
     def totals(self) -> SpendTotals:
         now = time.time()
@@ -168,6 +189,13 @@ class Ledger:
                     )
             state.reserved_usd += price_usd
         return Reservation(self, price_usd)
+
+
+def spent_and_reserved() -> tuple[float, float]:
+    """What this process has spent on accepted requests, and what runs under way have set aside (USD)."""
+    state = current()
+    with state.lock:
+        return state.session_spend_usd, state.reserved_usd
 
 
 @dataclass

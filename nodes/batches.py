@@ -7,19 +7,44 @@ ends. The batch holds the node's progress, the requests it collected, each item'
 daily spend limit's verdict: once one run is refused for the limit, the runs
 after it are refused too (nothing more is sent), and each refusal, raised once every run of the
 batch has been decided, says how many prompts did not run.
+
+Before any run sends anything, the batch's whole price (every run's, once each has put it in or
+ended) is judged once against the fal balance (`pay_together`): a batch the balance cannot pay does
+not start.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..fal_transport.errors import SpendLimitError
+from ..fal_transport.errors import BalanceError, SpendLimitError
 from ..fal_transport.journal import Journal
 from ..fal_transport.lifecycle import settle
 from ..fal_transport.process_state import current
 from .progress import NodeProgress
+
+# Turns of the event loop without a new run before a batch counts as whole (ComfyUI starts a list item a turn).
+SETTLE_TURNS = 3
+
+
+@dataclass
+class _PriceRound:
+    """Runs of a batch priced together, and the verdict on their whole price (a refusal, or None)."""
+
+    price_usd: float = 0.0
+    runs: int = 0
+    verdict: asyncio.Future[str | None] | None = None
+
+
+async def _judge(check: Callable[[float, int], Awaitable[None]], price_usd: float, runs: int) -> str | None:
+    try:
+        await check(price_usd, runs)
+    except BalanceError as exc:
+        return exc.reason
+    return None
 
 
 @dataclass
@@ -35,7 +60,10 @@ class NodeBatch:
     provenance: dict[int, dict[str, Any]] = field(default_factory=dict)  # list index -> that item's entry
     failed: bool = False
     journal: Journal | None = None
+    unpriced: int = 0  # runs under way that have not yet put their price in
+    price_round: _PriceRound = field(default_factory=_PriceRound)
     _decided: asyncio.Event = field(default_factory=asyncio.Event)
+    _priced: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def join(cls, node_id: str | None) -> BatchMember:
@@ -50,8 +78,10 @@ class NodeBatch:
         batch.members += 1
         batch.joined += 1
         batch.undecided += 1
+        batch.unpriced += 1
         batch.progress.prompts = batch.joined
         batch._decided.clear()
+        batch._priced.clear()
         return BatchMember(batch, index=batch.joined - 1)
 
     def _decide(self) -> None:
@@ -77,6 +107,7 @@ class BatchMember:
     batch: NodeBatch
     index: int = 0  # the item's place in the list
     decided: bool = False
+    priced: bool = False
 
     @property
     def progress(self) -> NodeProgress:
@@ -87,6 +118,36 @@ class BatchMember:
         if not self.decided:
             self.decided = True
             self.batch._decide()
+
+    def _price_counted(self) -> None:
+        if not self.priced:
+            self.priced = True
+            self.batch.unpriced -= 1
+            if self.batch.unpriced <= 0:
+                self.batch._priced.set()
+
+    async def pay_together(self, price_usd: float, check: Callable[[float, int], Awaitable[None]]) -> None:
+        """Put this run's price into its batch's; once every run of the batch has put in its own (or ended),
+        `check(their whole price, how many runs)` runs once for them all, and its `BalanceError` is raised in
+        every one of them."""
+        batch = self.batch
+        price_round = batch.price_round
+        price_round.price_usd += price_usd
+        price_round.runs += 1
+        self._price_counted()
+        while True:
+            await batch._priced.wait()
+            joined = batch.joined
+            for _ in range(SETTLE_TURNS):  # a list still being started joins meanwhile
+                await asyncio.sleep(0)
+            if batch._priced.is_set() and batch.joined == joined:
+                break
+        if price_round.verdict is None:
+            batch.price_round = _PriceRound()  # runs priced after this verdict are judged apart
+            price_round.verdict = asyncio.ensure_future(_judge(check, price_round.price_usd, price_round.runs))
+        refusal = await asyncio.shield(price_round.verdict)
+        if refusal is not None:
+            raise BalanceError(refusal)
 
     def check_limit(self) -> None:
         """Refuse this run if an earlier run of the batch met the daily limit."""
@@ -126,4 +187,5 @@ class BatchMember:
         collected requests are settled: `collected` if every run returned (ComfyUI uses the outputs), else
         left for the next run of the same inputs to collect free (ComfyUI drops a failed node's outputs)."""
         self.decide()
+        self._price_counted()
         self.batch._end(ok)

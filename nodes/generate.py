@@ -17,10 +17,12 @@ from typing import Any, Literal, TypeVar
 import torch
 
 from ..fal_transport import config
+from ..fal_transport.aio import until_cancelled
+from ..fal_transport.billing import check_can_pay
 from ..fal_transport.client import lease
 from ..fal_transport.config import Limits
 from ..fal_transport.credentials import resolve_credentials
-from ..fal_transport.errors import ContentPolicyError, SpendLimitError
+from ..fal_transport.errors import ContentPolicyError, RequestCancelledError, SpendLimitError
 from ..fal_transport.journal import Journal, fingerprint
 from ..fal_transport.ledger import Ledger, Reservation
 from ..fal_transport.lifecycle import RequestEvents, RequestPlan, find_resumable, run_request
@@ -113,8 +115,8 @@ class _Run:
 
 
 async def generate(call: GrokCall, member: BatchMember) -> Generation:
-    """Every image of `call`: resumed requests collected free, the others submitted once the daily limit
-    allows the run's price; one batch in request order."""
+    """Every image of `call`: resumed requests collected free, the others submitted once the fal balance
+    and the daily limit allow the run's price; one batch in request order."""
     credentials = resolve_credentials(config.key_file())  # a missing or bad key is refused before any request
     sizes = spec.request_sizes(int(call.arguments["num_images"]))
     run = _Run(call, member, FalQueue(credentials), Journal(config.state_dir()), Limits.from_env(),
@@ -172,8 +174,17 @@ def _events(progress: RequestProgress, out: OutputBatch | None = None) -> Reques
 
 
 async def _reserve(run: _Run, plans: list[RequestPlan], resumed: list[RequestHandle | None]) -> Reservation:
-    """Set the price of the requests to send aside, or refuse the run (and, in a list, the rest)."""
+    """Set the price of the requests to send aside, or refuse the run (and, in a list, the rest): when the
+    fal balance cannot pay the whole batch (`BalanceError`), or for the daily limit."""
     price = sum(request_price(plan.endpoint, plan.arguments) for plan, handle in zip(plans, resumed) if handle is None)
+
+    async def check(whole_price: float, runs: int) -> None:
+        await check_can_pay(run.queue.credentials, whole_price, prompts=runs)
+
+    def cancelled() -> RequestCancelledError:
+        return RequestCancelledError("Cancelled by the user before the request was sent; nothing was paid.")
+
+    await until_cancelled(run.member.pay_together(price, check), host.interrupted, cancelled)
     try:
         run.member.check_limit()
         reservation = await asyncio.to_thread(Ledger(config.state_dir()).reserve, price)

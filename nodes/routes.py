@@ -5,8 +5,9 @@
     POST   /grok_imagine/key           {"key": "..."}: store a key in the pack's state directory
     DELETE /grok_imagine/key           remove the stored key
     GET    /grok_imagine/spend         today's, this month's and this session's spend, the daily limit, the
-                                       last requests
+                                       balance floor, the last requests, and the fal balance read just now
     POST   /grok_imagine/spend/limit   {"daily_limit_usd": 5.0 | null}: set or clear the daily limit
+    POST   /grok_imagine/spend/floor   {"balance_floor_usd": 2.0 | null}: set or clear the balance floor
 
 No route returns the key or an absolute path. Writes are guarded (`route_guard`).
 """
@@ -18,7 +19,9 @@ import math
 from typing import Any
 
 from ..fal_transport import config
-from ..fal_transport.errors import FalConfigError
+from ..fal_transport.billing import read_balance
+from ..fal_transport.credentials import resolve_credentials
+from ..fal_transport.errors import AuthenticationError, FalConfigError, FalError, MissingCredentialsError
 from ..fal_transport.key_store import key_status, remove_key_file, save_key_file
 from ..fal_transport.ledger import Ledger
 from . import host, prices
@@ -56,9 +59,40 @@ def remove_key() -> tuple[int, dict[str, Any]]:
 
 def spend_payload() -> tuple[int, dict[str, Any]]:
     try:
-        return 200, Ledger(config.state_dir()).totals().as_dict()
+        ledger = Ledger(config.state_dir())
+        floor, floor_source = ledger.balance_floor()
+        return 200, {**ledger.totals().as_dict(), "balance_floor_usd": floor, "floor_source": floor_source}
     except FalConfigError as exc:
         return 500, {"error": str(exc)}
+
+
+def _balance(status: str, error: str | None = None, usd: float | None = None,
+             read_at: float | None = None) -> dict[str, Any]:
+    return {"fal_balance_usd": usd, "fal_balance_read_at": read_at, "fal_balance_status": status,
+            "fal_balance_error": error}
+
+
+async def balance_payload() -> dict[str, Any]:
+    """The fal balance, read now: `fal_balance_usd` (None when unknown), the unix time it was read, and
+    `fal_balance_status`: "known", "no_key", "key_refused" or "unavailable" (with `fal_balance_error`)."""
+    try:
+        credentials = resolve_credentials(config.key_file())
+    except MissingCredentialsError:
+        return _balance("no_key")
+    except FalConfigError as exc:
+        return _balance("unavailable", exc.reason)
+    try:
+        reading = await read_balance(credentials)
+    except AuthenticationError as exc:
+        return _balance("key_refused", exc.reason)
+    except FalError as exc:
+        return _balance("unavailable", exc.reason)
+    return _balance("known", usd=round(reading.usd, 6), read_at=reading.read_at)
+
+
+async def spend_and_balance_payload() -> tuple[int, dict[str, Any]]:
+    status, payload = spend_payload()
+    return status, ({**payload, **await balance_payload()} if status == 200 else payload)
 
 
 def set_daily_limit(body: Any) -> tuple[int, dict[str, Any]]:
@@ -70,6 +104,18 @@ def set_daily_limit(body: Any) -> tuple[int, dict[str, Any]]:
         Ledger(config.state_dir()).set_daily_limit(None if value is None else float(value))
     except (FalConfigError, OSError) as exc:
         return 500, {"error": f"Could not store the daily limit: {exc}"}
+    return spend_payload()
+
+
+def set_balance_floor(body: Any) -> tuple[int, dict[str, Any]]:
+    value = body.get("balance_floor_usd", "missing") if isinstance(body, dict) else "missing"
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value) or value < 0):
+        return 400, {"error": "balance_floor_usd must be a number of US dollars (0 or more), or null to clear it."}
+    try:
+        Ledger(config.state_dir()).set_balance_floor(None if value is None else float(value))
+    except (FalConfigError, OSError) as exc:
+        return 500, {"error": f"Could not store the balance floor: {exc}"}
     return spend_payload()
 
 
@@ -110,12 +156,17 @@ def add_routes(routes: Any) -> None:
 
     @routes.get(f"{PREFIX}/spend")
     async def get_spend(request: web.Request) -> web.Response:
-        return answer(spend_payload())
+        return answer(await spend_and_balance_payload())
 
     @routes.post(f"{PREFIX}/spend/limit")
     async def post_limit(request: web.Request) -> web.Response:
         refused, body = await guarded_json(request)
         return refused or answer(set_daily_limit(body))
+
+    @routes.post(f"{PREFIX}/spend/floor")
+    async def post_floor(request: web.Request) -> web.Response:
+        refused, body = await guarded_json(request)
+        return refused or answer(set_balance_floor(body))
 
 
 def register() -> bool:

@@ -16,7 +16,7 @@ Library use::
 Script use (until SIGTERM / Ctrl-C; prints ``FAKE_FAL_URL=http://127.0.0.1:PORT`` once listening)::
 
     python tests/fake_fal.py --port 8765 [--key K ...] [--queue-time S] [--run-time S] [--cdn-latency S]
-                             [--account-concurrency N]
+                             [--account-concurrency N] [--balance USD] [--charge-balance]
 
 Protocol (mirrors fal's queue API)
 ----------------------------------
@@ -65,6 +65,15 @@ given); otherwise 401 ``{"detail": "Invalid or missing API key"}``.
 ``POST /files/upload`` (``Authorization: Bearer <token>``, raw body, ``Content-Type``,
 ``X-Fal-File-Name``)
     ``{"access_url": BASE/files/uploads/<uuid>/<name>}``, which then serves the bytes.
+``GET /billing/user_balance`` (Key auth)
+    The account's balance in US dollars, as a bare JSON number (``12.5``): `FakeFal.balance_usd`
+    (``FakeFal(balance_usd=...)``, 100.0 unless given; tests may set it at any time). With
+    `FakeFal.charge_balance` (``FakeFal(charge_balance=True)``, off by default) the balance pays:
+    every accepted submit takes its price (`billed_price`: xAI's rates per image at the requested
+    resolution, and per reference image) off it, and a submit that arrives while the balance is 0
+    or less is refused with fal's 403 ``{"detail": EXHAUSTED_BALANCE_MESSAGE}`` ("User is locked.
+    Reason: Exhausted balance. ...") and creates no job. Like fal, the last request accepted may
+    take the balance below zero.
 
 Video endpoints
 ---------------
@@ -168,10 +177,15 @@ are copied into the `Job` at submit time; the others act when a request arrives.
   k % N == 0, like ``content_policy``.
 - ``content_policy_prompts`` (strings): jobs whose prompt contains any of these substrings
   (case-sensitive) are refused under the content policy.
+- ``balance_status``: codes for the next balance requests (injected like ``result_status``).
+- ``balance_body`` (a string): the balance answers 200 with this raw body instead of the number
+  (e.g. ``"not a number"``, ``"{}"``).
+- ``balance_delay`` (seconds): the balance is answered only after this delay.
 
 What the fake records
 ---------------------
-`FakeFal.requests` (every request but control ones), `submits` (accepted ones), `cancels`
+`FakeFal.requests` (every request but control ones; `requests_of("balance")`: the balance reads),
+`submits` (accepted ones), `cancels`
 (request ids), `uploads`, `jobs`, `foreign_requests`; `max_running_seen`; `open_streams` /
 `max_open_streams` (status streams open now / at most at once); `open_connections` /
 `max_open_connections` (TCP connections to the fake, not the foreign host, open now / at most at
@@ -232,6 +246,7 @@ __all__ = [
     "ASPECT_RATIOS",
     "CONTENT_POLICY_MESSAGE",
     "EDIT_ENDPOINTS",
+    "EXHAUSTED_BALANCE_MESSAGE",
     "ENDPOINTS",
     "TEXT_ENDPOINTS",
     "V2_ENDPOINTS",
@@ -239,6 +254,7 @@ __all__ = [
     "Faults",
     "Job",
     "RecordedRequest",
+    "billed_price",
     "fake_image_size",
     "http_date",
     "index_colour",
@@ -270,6 +286,19 @@ CONTENT_POLICY_MESSAGE = (
     "The content could not be processed because it contained material flagged by a content checker."
 )
 CANCELLED_MESSAGE = "Request cancelled"
+EXHAUSTED_BALANCE_MESSAGE = (
+    "User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing."
+)
+DEFAULT_BALANCE_USD = 100.0
+# What fal bills (xAI's rates): endpoint (and quality on 2.0) -> (per image at 1k, at 2k, per reference image)
+BILLING_RATES: dict[tuple[str, str | None], tuple[float, float, float]] = {
+    (APP, None): (0.02, 0.02, 0.002),
+    (f"{APP}/edit", None): (0.02, 0.02, 0.002),
+    (f"{APP}/quality/text-to-image", None): (0.05, 0.07, 0.01),
+    (f"{APP}/quality/edit", None): (0.05, 0.07, 0.01),
+    **{(endpoint, "low"): (0.04, 0.06, 0.01) for endpoint in V2_ENDPOINTS},
+    **{(endpoint, "medium"): (0.06, 0.08, 0.01) for endpoint in V2_ENDPOINTS},
+}
 FRONT_DOOR_STATUS = frozenset({502, 503, 504})
 BOMB_SIDE = 30000
 TRICKLE_CHUNK = 64
@@ -423,6 +452,14 @@ def _unrecorded() -> RecordedRequest:
     return RecordedRequest("", "", {}, b"", None, 0.0)
 
 
+def billed_price(endpoint: str, args: dict[str, Any]) -> float:
+    """What the fake bills for an accepted submit of these (validated) arguments, in US dollars."""
+    quality = (args.get("quality") or DEFAULT_QUALITY) if endpoint in V2_ENDPOINTS else None
+    per_1k, per_2k, per_reference = BILLING_RATES[(endpoint, quality)]
+    per_image = per_2k if args["resolution"] == "2k" else per_1k
+    return round(args["num_images"] * per_image + len(args.get("image_urls") or ()) * per_reference, 6)
+
+
 def _corrupt_bytes(index: int) -> bytes:
     return b"NOT AN IMAGE\n" + random.Random(index).randbytes(2048)
 
@@ -436,7 +473,7 @@ def _corrupt_bytes(index: int) -> bytes:
 class RecordedRequest:
     """One HTTP request the fake received (control endpoints excluded).
 
-    `kind` is one of submit, status, stream, result, cancel, file, token, upload, unknown.
+    `kind` is one of submit, status, stream, result, cancel, file, token, upload, balance, unknown.
     `outcome` is "accepted" (a submit that created a job), "ok", "error" (an ordinary 4xx/5xx),
     "unauthorized", "fault" (an injected status code) or "dropped" (closed with no answer).
     `time` is `time.monotonic()` at arrival.
@@ -500,6 +537,9 @@ class Faults:
     retry_after: str | None = None
     content_policy_every: int | None = None
     content_policy_prompts: list[str] | None = None
+    balance_status: list[int] = field(default_factory=list)
+    balance_body: str | None = None
+    balance_delay: float | None = None
 
     def clear(self) -> None:
         """Back to all-off, in place (so references held by tests stay valid)."""
@@ -527,7 +567,8 @@ class Faults:
                 valid = _is_int(value)
             elif value is None:
                 valid = True
-            elif name in ("run_time", "queue_time", "cdn_latency", "image_trickle", "submit_delay", "result_trickle"):
+            elif name in ("run_time", "queue_time", "cdn_latency", "image_trickle", "submit_delay", "result_trickle",
+                          "balance_delay"):
                 valid = _is_seconds(value)
             elif name == "submit_accept_then_status":
                 valid = _is_int(value)
@@ -539,6 +580,8 @@ class Faults:
                 valid = isinstance(value, list) and all(isinstance(v, str) for v in value)
             elif name == "retry_after":
                 valid = isinstance(value, str) and _header_safe(value)
+            elif name == "balance_body":
+                valid = isinstance(value, str)
             else:
                 valid = True
             if not valid:
@@ -961,6 +1004,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/storage/auth/token":
             self.rec.kind = "token"
             return self._storage_token() if self.command == "POST" else self._method_not_allowed()
+        if path == "/billing/user_balance":
+            self.rec.kind = "balance"
+            return self._balance() if self.command == "GET" else self._method_not_allowed()
         if path == "/files/upload":
             self.rec.kind = "upload"
             return self._upload(body) if self.command == "POST" else self._method_not_allowed()
@@ -999,6 +1045,8 @@ class _Handler(BaseHTTPRequestHandler):
             args, errors = validate_arguments(endpoint, self.rec.json)
         if errors:
             return self._send_json(422, {"detail": errors})
+        if endpoint not in VIDEO_ENDPOINTS and not fake._pay(billed_price(endpoint, args)):
+            return self._send_json(403, {"detail": EXHAUSTED_BALANCE_MESSAGE})
         if endpoint in VIDEO_ENDPOINTS:
             job = fake._create_video_job(endpoint, args, shape, self.rec)
         else:
@@ -1246,6 +1294,23 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
+    def _balance(self) -> None:
+        fake = self.fake
+        code = fake._take_fault(None, "balance_status")[1]
+        if code is not None:
+            return self._send_fault(code)
+        if not self._authorized():
+            return
+        delay, body = fake.faults.balance_delay, fake.faults.balance_body
+        if delay and fake._stopping.wait(delay):
+            self.close_connection = True
+            return
+        if body is not None:
+            return self._send_bytes(200, body.encode(), "application/json")
+        with fake._lock:
+            balance = fake.balance_usd
+        self._send_json(200, round(balance, 6))
+
     def _upload(self, body: bytes) -> None:
         fake = self.fake
         code = fake._take_fault(None, "upload_status")[1]
@@ -1406,10 +1471,16 @@ class FakeFal:
         run_time: float = 0.05,
         cdn_latency: float = 0.0,
         account_concurrency: int | None = None,
+        balance_usd: float = DEFAULT_BALANCE_USD,
+        charge_balance: bool = False,
         port: int = 0,
         verbose: bool = False,
     ) -> None:
         self.accepted_keys = set(accepted_keys) if accepted_keys is not None else None
+        self.initial_balance_usd = balance_usd
+        self.balance_usd = balance_usd  # what GET /billing/user_balance answers
+        self.initial_charge_balance = charge_balance
+        self.charge_balance = charge_balance  # accepted submits pay from the balance
         self.queue_time = queue_time
         self.run_time = run_time
         self.cdn_latency = cdn_latency
@@ -1540,9 +1611,11 @@ class FakeFal:
 
     def reset(self) -> None:
         """Clear the logs, jobs, uploaded files, faults, the account queue and the high-water marks
-        (those restart from what is open now; issued upload tokens stay valid). Jobs from before
-        keep following the clock for anyone still holding them, outside the account queue."""
+        (those restart from what is open now; issued upload tokens stay valid), and give the balance
+        and `charge_balance` back their constructor values. Jobs from before keep following the clock
+        for anyone still holding them, outside the account queue."""
         with self._lock:
+            self.balance_usd, self.charge_balance = self.initial_balance_usd, self.initial_charge_balance
             self.requests.clear()
             self.submits.clear()
             self.cancels.clear()
@@ -1699,6 +1772,16 @@ class FakeFal:
             if queue:
                 return False, int(queue.pop(0))
             return False, None
+
+    def _pay(self, price: float) -> bool:
+        """With `charge_balance`: take `price` off the balance, or False when it is exhausted (fal's lock)."""
+        with self._lock:
+            if not self.charge_balance:
+                return True
+            if self.balance_usd <= 0:
+                return False
+            self.balance_usd = round(self.balance_usd - price, 6)
+            return True
 
     def _response_url(self, job: Job) -> str:
         return f"{self.url}/{job.app}/requests/{job.request_id}"
@@ -2058,6 +2141,10 @@ def main(argv: list[str] | None = None) -> int:
         "--account-concurrency", type=int, default=None, metavar="N",
         help="at most N jobs IN_PROGRESS at once; the others wait IN_QUEUE in submit order (default: no limit)",
     )
+    parser.add_argument("--balance", type=float, default=DEFAULT_BALANCE_USD, metavar="USD",
+                        help=f"what GET /billing/user_balance answers (default {DEFAULT_BALANCE_USD:g})")
+    parser.add_argument("--charge-balance", action="store_true",
+                        help="accepted submits pay from the balance; an exhausted balance refuses submits (403)")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
     if args.account_concurrency is not None and args.account_concurrency < 0:
@@ -2070,6 +2157,8 @@ def main(argv: list[str] | None = None) -> int:
         run_time=args.run_time,
         cdn_latency=args.cdn_latency,
         account_concurrency=args.account_concurrency,
+        balance_usd=args.balance,
+        charge_balance=args.charge_balance,
         port=args.port,
         verbose=args.verbose,
     )

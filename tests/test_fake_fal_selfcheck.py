@@ -24,10 +24,12 @@ from fake_fal import (
     CONTENT_POLICY_MESSAGE,
     EDIT_ENDPOINTS,
     ENDPOINTS,
+    EXHAUSTED_BALANCE_MESSAGE,
     TEXT_ENDPOINTS,
     V2_ENDPOINTS,
     FakeFal,
     Job,
+    billed_price,
     fake_image_size,
     http_date,
     index_from_colour,
@@ -400,6 +402,28 @@ def test_script_mode() -> None:
         for key, expected in (("k2", 401), ("k1", 200)):
             headers = {"Authorization": f"Key {key}"}
             assert httpx.post(f"{url}/{TEXT}", json={"prompt": "x"}, headers=headers).status_code == expected
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+
+
+def test_script_mode_balance() -> None:
+    script = Path(__file__).with_name("fake_fal.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--port", "0", "--balance", "0.03", "--charge-balance"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().partition("=")[2]
+        headers = {"Authorization": "Key any"}
+        assert httpx.get(f"{url}/billing/user_balance", headers=headers).json() == 0.03
+        codes = [httpx.post(f"{url}/{TEXT}", json={"prompt": "x", "num_images": 2}, headers=headers).status_code
+                 for _ in range(2)]
+        assert codes == [200, 403]
+        assert httpx.get(f"{url}/billing/user_balance", headers=headers).json() == -0.01
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
@@ -809,3 +833,68 @@ def test_new_faults_validate_through_the_control_endpoint(fake: FakeFal, client:
         "account_concurrency": None, "submit_delay": None, "result_trickle": None, "foreign_urls": False,
         "retry_after": None, "content_policy_every": None, "content_policy_prompts": None,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# The balance
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_balance_is_a_bare_number_for_the_key(fake: FakeFal, client: httpx.Client) -> None:
+    answer = client.get("/billing/user_balance")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+    assert answer.text == "100.0" and answer.json() == 100.0
+    fake.balance_usd = 3.25
+    assert client.get("/billing/user_balance").json() == 3.25
+    for headers in ({}, {"Authorization": "Key wrong"}):
+        refused = httpx.get(f"{fake.url}/billing/user_balance", headers=headers)
+        assert refused.status_code == 401 and refused.json() == {"detail": "Invalid or missing API key"}
+    assert client.post("/billing/user_balance").status_code == 405
+    assert [r.kind for r in fake.requests_of("balance")] == ["balance"] * 5
+    submit(client, num_images=4)
+    assert client.get("/billing/user_balance").json() == 3.25  # nothing is charged unless asked
+    fake.reset()
+    assert client.get("/billing/user_balance").json() == 100.0
+
+
+def test_balance_faults(fake: FakeFal, client: httpx.Client) -> None:
+    fake.faults.balance_status = [500, 403]
+    assert client.get("/billing/user_balance").status_code == 500
+    assert client.get("/billing/user_balance").status_code == 403
+    fake.faults.balance_body = "not a number"
+    garbled = client.get("/billing/user_balance")
+    assert garbled.status_code == 200 and garbled.text == "not a number"
+    fake.faults.balance_body = None
+    fake.faults.balance_delay = 0.3
+    started = time.monotonic()
+    assert client.get("/billing/user_balance").json() == 100.0 and time.monotonic() - started >= 0.3
+    with pytest.raises(httpx.ReadTimeout):
+        client.get("/billing/user_balance", timeout=0.05)
+    for bad in ({"balance_status": ["x"]}, {"balance_body": 3}, {"balance_delay": -1}):
+        assert client.post("/_fake/faults", json=bad).status_code == 400, bad
+
+
+def test_a_charged_balance_pays_for_each_accepted_request_until_fal_locks_the_account(
+    fake: FakeFal, client: httpx.Client
+) -> None:
+    assert billed_price(TEXT, {"num_images": 3, "resolution": "1k"}) == 0.06
+    assert billed_price("xai/grok-imagine-image/quality/edit",
+                        {"num_images": 2, "resolution": "2k", "image_urls": ["a", "b"]}) == 0.16
+    assert billed_price(V2_TEXT, {"num_images": 1, "resolution": "1k", "quality": "low"}) == 0.04
+    assert billed_price(V2_EDIT, {"num_images": 1, "resolution": "2k", "image_urls": ["a"]}) == 0.09
+    fake.balance_usd, fake.charge_balance = 0.10, True
+    assert submit(client, num_images=4).status_code == 200  # $0.08
+    assert submit(client, num_images=4).status_code == 200  # $0.08 more: fal lets the last one go below zero
+    assert client.get("/billing/user_balance").json() == -0.06
+    assert submit(client, num_images=1, seed=1).status_code == 422  # validation comes first
+    locked = submit(client)
+    assert locked.status_code == 403 and locked.json() == {"detail": EXHAUSTED_BALANCE_MESSAGE}
+    assert "Exhausted balance" in EXHAUSTED_BALANCE_MESSAGE
+    assert len(fake.jobs) == 2 and len(fake.submits) == 2
+    fake.balance_usd = 1.0  # a top-up unlocks it
+    assert submit(client).status_code == 200 and client.get("/billing/user_balance").json() == 0.98
+    fake.reset()
+    assert not fake.charge_balance and fake.balance_usd == 100.0
+    with FakeFal(balance_usd=0.0, charge_balance=True) as broke:
+        assert httpx.post(f"{broke.url}/{TEXT}", json={"prompt": "x"}, headers={"Authorization": "Key k"}
+                          ).status_code == 403

@@ -81,6 +81,10 @@ CASES = [
     Case("foreign URLs in the submit answer", {"foreign_urls": True}),
     Case("an account that runs one request at a time", {"account_concurrency": 1}, inputs={"num_images": 8},
          accepted_submits=2, images=8),
+    # --- the fal balance: when fal does not tell it, the run goes on and fal decides
+    Case("balance answered with something that is not a number", {"balance_body": "<html>maintenance</html>"}),
+    Case("balance answered 500 until the read gives up", {"balance_status": [500] * 20}, within_s=9),
+    Case("balance not answered in time", {"balance_delay": 6.0}, within_s=9),
     # --- following the request
     Case("status answered 429 three times", {"status_status": [429, 429, 429], "stream_unavailable": True}),
     Case("status 500/502/503/504", {"status_status": [500, 502, 503, 504], "stream_unavailable": True}),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -172,3 +173,90 @@ def test_the_state_directory_is_outside_anything_comfyui_serves(
     state = config.state_dir()
     assert state == home / ".local" / "state" / "grok-imagine-fal"
     assert not [folder for folder in served if state.is_relative_to(folder)]
+
+
+async def spend_of(session: aiohttp.ClientSession) -> tuple[dict, str]:
+    async with session.get("/grok_imagine/spend") as response:
+        assert response.status == 200
+        text = await response.text()
+    return json.loads(text), text
+
+
+async def test_the_spend_panel_shows_the_fal_balance_read_when_it_asks(
+    fake_fal: FakeFal, pack_routes: aiohttp.ClientSession
+) -> None:
+    fake_fal.balance_usd = 12.5
+    before = time.time()
+    spend, _ = await spend_of(pack_routes)
+    assert (spend["fal_balance_usd"], spend["fal_balance_status"], spend["fal_balance_error"]) == (12.5, "known", None)
+    assert before <= spend["fal_balance_read_at"] <= time.time()
+    assert spend["today_usd"] == 0 and spend["balance_floor_usd"] is None and spend["floor_source"] is None
+    await run_node(Node, prompt="a quiet harbour")  # judged on the panel's reading, a few moments old
+    fake_fal.balance_usd = 12.48
+    spend, _ = await spend_of(pack_routes)  # after a run the panel asks again: read afresh
+    assert spend["fal_balance_usd"] == 12.48 and spend["today_usd"] == 0.02
+    assert [r.headers["authorization"] for r in fake_fal.requests_of("balance")] == [f"Key {TEST_KEY}"] * 2
+
+
+async def test_without_a_key_the_panel_shows_no_balance(
+    fake_fal: FakeFal, pack_routes: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FAL_KEY")
+    spend, _ = await spend_of(pack_routes)
+    assert (spend["fal_balance_usd"], spend["fal_balance_status"], spend["fal_balance_error"]) == (None, "no_key", None)
+    assert fake_fal.requests_of("balance") == []
+
+
+async def test_a_key_fal_refuses_says_so_in_the_panel(
+    fake_fal: FakeFal, pack_routes: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAL_KEY", "other-id:other-secret-98765432")
+    spend, text = await spend_of(pack_routes)
+    assert spend["fal_balance_usd"] is None and spend["fal_balance_status"] == "key_refused"
+    assert "fal rejected the API key (HTTP 401) during reading the fal balance" in spend["fal_balance_error"]
+    assert "other-secret" not in text
+
+
+BALANCE_FAILURES = {
+    "an answer that is not a number": {"balance_body": "{\"balance\": \"lots\"}"},
+    "server errors": {"balance_status": [500] * 20},
+    "no answer in time": {"balance_delay": 3.0},
+}
+
+
+@pytest.mark.parametrize("faults", BALANCE_FAILURES.values(), ids=BALANCE_FAILURES.keys())
+async def test_a_balance_fal_does_not_give_shows_as_unavailable_in_bounded_time(
+    fake_fal: FakeFal, pack_routes: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch, faults: dict
+) -> None:
+    monkeypatch.setattr(pack_module("fal_transport.billing"), "READ_TIMEOUT_S", 0.5)
+    fake_fal.faults.update(faults)
+    started = time.monotonic()
+    spend, text = await spend_of(pack_routes)
+    assert time.monotonic() - started < 2.5
+    assert spend["fal_balance_usd"] is None and spend["fal_balance_status"] == "unavailable"
+    assert spend["fal_balance_error"] and TEST_KEY.split(":")[1] not in text
+    assert spend["today_usd"] == 0  # the rest of the panel is there
+
+
+async def test_the_balance_floor_is_stored_from_the_panel_like_the_daily_limit(
+    pack_routes: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with pack_routes.post("/grok_imagine/spend/limit", json={"daily_limit_usd": 5}, headers=PANEL) as r:
+        assert r.status == 200
+    async with pack_routes.post("/grok_imagine/spend/floor", json={"balance_floor_usd": 2.5}, headers=PANEL) as r:
+        answer = await r.json()
+    assert r.status == 200 and answer["balance_floor_usd"] == 2.5 and answer["floor_source"] == "Settings > Grok " \
+        "Imagine (fal)" and answer["daily_limit_usd"] == 5
+    settings = json.loads((Path(os.environ["GROK_IMAGINE_STATE_DIR"]) / "settings.json").read_text())
+    assert settings == {"daily_limit_usd": 5, "balance_floor_usd": 2.5}
+    for headers, body, status in (({}, {"balance_floor_usd": 9}, 403), (PANEL, {"balance_floor_usd": -1}, 400),
+                                  (PANEL, {"balance_floor_usd": "lots"}, 400), (PANEL, {}, 400)):
+        async with pack_routes.post("/grok_imagine/spend/floor", json=body, headers=headers) as r:
+            assert r.status == status and (await r.json())["error"]
+    monkeypatch.setenv("GROK_IMAGINE_BALANCE_FLOOR_USD", "1")
+    spend, _ = await spend_of(pack_routes)
+    assert spend["balance_floor_usd"] == 1 and spend["floor_source"] == "the environment variable " \
+        "GROK_IMAGINE_BALANCE_FLOOR_USD"
+    monkeypatch.delenv("GROK_IMAGINE_BALANCE_FLOOR_USD")
+    async with pack_routes.post("/grok_imagine/spend/floor", json={"balance_floor_usd": None}, headers=PANEL) as r:
+        assert (await r.json())["balance_floor_usd"] is None

@@ -9,6 +9,7 @@ import {
   buildSpendPanel,
   isRunWidget,
   keepPromptReadable,
+  refreshSpendPanels,
   requestInit,
   revisedPromptOf,
   showRevisedPrompt,
@@ -91,15 +92,20 @@ app.registerExtension({
     {
       id: "GrokImagine.Spend",
       category: ["Grok Imagine (fal)", "Spend", "Spend"],
-      name: "Spend and daily limit",
+      name: "Spend, fal balance, daily limit and balance floor",
       tooltip:
-        "What fal billed for this pack's requests (today, this month, since ComfyUI started) and the daily " +
-        "limit: a run that would pass it is refused before anything is sent.",
+        "What fal billed for this pack's requests (today, this month, since ComfyUI started), your fal balance, " +
+        "the daily limit and the balance floor: a run that would pass the limit, or that the balance cannot pay " +
+        "above the floor, is refused before anything is sent.",
       defaultValue: "",
       type: () => buildSpendPanel(document, request),
     },
   ],
   async setup() {
+    // After each run the spend and the fal balance changed: an open spend panel asks again.
+    for (const event of ["execution_success", "execution_error", "execution_interrupted"]) {
+      api.addEventListener(event, () => refreshSpendPanels());
+    }
     await pricingReady;
     for (const node of allNodes()) refreshPrice(node);
     app.graph?.setDirtyCanvas(true, true);

@@ -5,6 +5,7 @@ export const ROUTES = {
   key: "/grok_imagine/key",
   spend: "/grok_imagine/spend",
   spendLimit: "/grok_imagine/spend/limit",
+  spendFloor: "/grok_imagine/spend/floor",
 };
 
 /** What the server asks of every settings write (nodes/route_guard.py): JSON and this header. */

@@ -122,6 +122,53 @@ export function describeLimit(spend) {
   return `Daily limit ${formatUsd(limit)}, set here (${spend.limit_source ?? "Settings"}).${remaining}`;
 }
 
+/** "$12.50", "-$0.18" (fal lets a balance go below zero). */
+export function formatBalance(amount) {
+  return amount < 0 ? `-${formatUsd(-amount)}` : formatUsd(amount);
+}
+
+/**
+ * The fal balance line: {text, problem, title}; null when no key is configured (nothing is shown), undefined
+ * when the answer carries no balance (a POST's: what is shown stays).
+ */
+export function describeBalance(spend, now = Date.now()) {
+  if (!spend || !("fal_balance_status" in spend)) return undefined;
+  const error = spend.fal_balance_error ?? "";
+  switch (spend.fal_balance_status) {
+    case "no_key":
+      return null;
+    case "known": {
+      const usd = spend.fal_balance_usd;
+      let text = `fal balance ${formatBalance(usd)} (read at ${formatWhen(spend.fal_balance_read_at, now)}).`;
+      const floor = spend.balance_floor_usd;
+      if (typeof floor === "number" && floor > 0) text += ` ${formatBalance(round6(usd - floor))} above the floor.`;
+      return { text, problem: false, title: "" };
+    }
+    case "key_refused":
+      return { text: `fal refused this key when asked for the balance. ${error}`.trim(), problem: true, title: error };
+    default:
+      return {
+        text: "fal balance unavailable: runs are not held back (fal decides).",
+        problem: true,
+        title: error,
+      };
+  }
+}
+
+/** What the balance floor is and where it comes from. */
+export function describeFloor(spend) {
+  const floor = spend?.balance_floor_usd;
+  if (floor === null || floor === undefined) return "No balance floor is set: runs may spend the whole fal balance.";
+  const rule = "a run that would take the fal balance below it is refused before anything is sent.";
+  if (ENV_SOURCE.test(spend.floor_source ?? "")) {
+    return (
+      `Balance floor ${formatUsd(floor)}, set by ${spend.floor_source}: it wins over a floor set here ` +
+      `(unset it to use this one); ${rule}`
+    );
+  }
+  return `Balance floor ${formatUsd(floor)}, set here (${spend.floor_source ?? "Settings"}): ${rule}`;
+}
+
 /** Today's, this month's and this session's spend, in one line. */
 export function describeTotals(spend) {
   return (
@@ -141,42 +188,81 @@ export function recentRows(spend, now = Date.now(), shown = RECENT_SHOWN) {
   }));
 }
 
-/** The number typed as the daily limit, or an error sentence. */
-export function parseLimit(text) {
+/** The number typed as the daily limit (or, `noun` "floor", the balance floor), or an error sentence. */
+export function parseLimit(text, noun = "limit") {
   const raw = String(text ?? "").trim().replace(/^\$/, "").replace(",", ".");
-  if (!raw) return { error: "Type a limit in US dollars first (for example 5 or 12.50)." };
+  if (!raw) return { error: `Type a ${noun} in US dollars first (for example 5 or 12.50).` };
   const value = Number(raw);
   if (!Number.isFinite(value) || value < 0) return { error: `"${text}" is not an amount of US dollars (0 or more).` };
   return { value: round6(value) };
 }
 
-/**
- * The spend panel: totals, the daily limit and where it comes from, the last few requests, and a
- * field with Set / Clear buttons for the daily limit. `request` as for the key panel.
- */
-export function buildSpendPanel(doc, request, { now = () => Date.now() } = {}) {
-  const root = element(doc, "div", { className: "grok-imagine-spend-panel", style: PANEL_CSS });
-  const totals = element(doc, "div", { className: "grok-imagine-spend-totals", textContent: "Checking…" });
-  const limit = element(doc, "div", { className: "grok-imagine-spend-limit" });
+const BALANCE_FIELDS = ["fal_balance_usd", "fal_balance_read_at", "fal_balance_status", "fal_balance_error"];
+
+// The spend panels built and not yet closed: refreshed after each run.
+const spendPanels = new Set();
+
+/** Refresh every spend panel on the page (after a run: the spend and the fal balance changed). */
+export function refreshSpendPanels() {
+  for (const panel of spendPanels) {
+    if (panel.isConnected) panel.refresh();
+    else spendPanels.delete(panel); // closed with the settings dialog
+  }
+}
+
+/** A field with Set / Clear buttons for an amount in US dollars. */
+function amountRow(doc, { placeholder, label, noun }) {
   const input = element(doc, "input", {
     type: "text",
     inputMode: "decimal",
     autocomplete: "off",
-    placeholder: "Daily limit in USD, e.g. 5",
+    placeholder,
     style: "flex:1;min-width:0",
   });
-  input.setAttribute("aria-label", "daily limit in US dollars");
-  const set = element(doc, "button", { textContent: "Set limit", className: "grok-imagine-set-limit" });
-  const clear = element(doc, "button", { textContent: "Clear limit", className: "grok-imagine-clear-limit" });
+  input.setAttribute("aria-label", label);
+  const set = element(doc, "button", { textContent: `Set ${noun}`, className: `grok-imagine-set-${noun}` });
+  const clear = element(doc, "button", { textContent: `Clear ${noun}`, className: `grok-imagine-clear-${noun}` });
+  return { input, set, clear };
+}
+
+/**
+ * The spend panel: totals, the fal balance and when it was read, the daily limit and the balance floor and
+ * where they come from, the last few requests, and fields with Set / Clear buttons for the limit and the
+ * floor. `request` as for the key panel. Refreshed when it opens and after each run (`refreshSpendPanels`).
+ */
+export function buildSpendPanel(doc, request, { now = () => Date.now() } = {}) {
+  const root = element(doc, "div", { className: "grok-imagine-spend-panel", style: PANEL_CSS });
+  const totals = element(doc, "div", { className: "grok-imagine-spend-totals", textContent: "Checking…" });
+  const balance = element(doc, "div", { className: "grok-imagine-balance" });
+  balance.hidden = true;
+  const limit = element(doc, "div", { className: "grok-imagine-spend-limit" });
+  const { input, set, clear } = amountRow(doc, {
+    placeholder: "Daily limit in USD, e.g. 5",
+    label: "daily limit in US dollars",
+    noun: "limit",
+  });
   const reload = element(doc, "button", { textContent: "Refresh", className: "grok-imagine-refresh-spend" });
   const row = element(doc, "div", { style: "display:flex;gap:6px" }, [input, set, clear, reload]);
+  const floor = element(doc, "div", { className: "grok-imagine-balance-floor" });
+  const floorField = amountRow(doc, {
+    placeholder: "Balance floor in USD, e.g. 2",
+    label: "balance floor in US dollars",
+    noun: "floor",
+  });
+  const floorRow = element(doc, "div", { style: "display:flex;gap:6px" }, [
+    floorField.input,
+    floorField.set,
+    floorField.clear,
+  ]);
   const message = element(doc, "div", { className: "grok-imagine-spend-message" });
   const table = element(doc, "table", {
     className: "grok-imagine-spend-recent",
     style: "border-collapse:collapse;font-size:0.9em;width:100%",
   });
-  root.append(totals, limit, row, message, table);
+  root.append(totals, balance, limit, row, floor, floorRow, message, table);
+  spendPanels.add(root);
 
+  let lastBalance = {};
   const cell = (tag, text, align = "left") =>
     element(doc, tag, { textContent: text, style: `padding:1px 8px 1px 0;text-align:${align};white-space:nowrap` });
 
@@ -188,9 +274,22 @@ export function buildSpendPanel(doc, request, { now = () => Date.now() } = {}) {
     }
     const spend = result.json ?? {};
     totals.textContent = describeTotals(spend);
+    if ("fal_balance_status" in spend) {
+      lastBalance = Object.fromEntries(BALANCE_FIELDS.map((name) => [name, spend[name]]));
+    }
+    const fal = describeBalance({ ...spend, ...lastBalance }, now()); // a POST's answer: the last reading, anew
+    if (fal !== undefined) {
+      balance.hidden = fal === null;
+      balance.textContent = fal?.text ?? "";
+      balance.title = fal?.title ?? "";
+      balance.style.color = fal?.problem ? PROBLEM_COLOR : "";
+    }
     limit.textContent = describeLimit(spend);
     limit.style.color = ENV_SOURCE.test(spend.limit_source ?? "") ? PROBLEM_COLOR : "";
     clear.disabled = spend.daily_limit_usd === null || spend.daily_limit_usd === undefined;
+    floor.textContent = describeFloor(spend);
+    floor.style.color = ENV_SOURCE.test(spend.floor_source ?? "") ? PROBLEM_COLOR : "";
+    floorField.clear.disabled = spend.balance_floor_usd === null || spend.balance_floor_usd === undefined;
     const rows = recentRows(spend, now());
     table.replaceChildren();
     if (!rows.length) {
@@ -242,6 +341,31 @@ export function buildSpendPanel(doc, request, { now = () => Date.now() } = {}) {
   });
   clear.addEventListener("click", () => change(null));
   reload.addEventListener("click", refresh);
+
+  const changeFloor = async (value) => {
+    const result = await request("POST", ROUTES.spendFloor, { balance_floor_usd: value });
+    if (result.ok) {
+      const envWins = ENV_SOURCE.test(result.json?.floor_source ?? "");
+      if (value === null) message.textContent = "The balance floor set here was cleared.";
+      else if (envWins) {
+        message.textContent =
+          `Stored ${formatUsd(value)} as the floor set here; the environment variable's floor applies while it is set.`;
+      } else message.textContent = `Balance floor set to ${formatUsd(value)}.`;
+      message.style.color = "";
+      floorField.input.value = "";
+    }
+    show(result);
+  };
+  floorField.set.addEventListener("click", () => {
+    const parsed = parseLimit(floorField.input.value, "floor");
+    if (parsed.error) {
+      message.textContent = parsed.error;
+      message.style.color = PROBLEM_COLOR;
+      return;
+    }
+    changeFloor(parsed.value);
+  });
+  floorField.clear.addEventListener("click", () => changeFloor(null));
 
   root.refresh = refresh;
   refresh();

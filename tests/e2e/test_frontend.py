@@ -10,6 +10,7 @@ Checked in the browser, as a user would see it:
 - the progress text on the node reads as written, markup characters included (1.27 renders it as HTML, 1.58
   escapes it itself);
 - the fal key panel saves and removes a key through the server's write guard;
+- the spend panel shows the fal balance and when it was read, asks again after a run, and sets a balance floor;
 - every node's help page is served where the frontend looks for it.
 
 Needs COMFYUI_DIR (a ComfyUI checkout) with its venv beside it (or COMFYUI_VENV), Debian's chromium, and
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import urllib.request
@@ -94,6 +96,15 @@ JS_WATCH_PROGRESS_TEXT = """() => {
   new MutationObserver(look).observe(document.body, { subtree: true, childList: true, characterData: true });
 }"""
 
+BALANCE = "document.querySelector('.grok-imagine-balance')"
+JS_RUN = """() => new Promise((resolve) => {
+    for (const n of app.graph._nodes) {
+        const seed = n.widgets?.find((w) => w.name === 'seed');
+        if (seed) seed.value = Math.floor(Math.random() * 1e12);
+    }
+    app.api.addEventListener('execution_success', resolve, { once: true });
+    app.queuePrompt(0, 1);
+})"""
 STATUS = "document.querySelector('.grok-imagine-key-status')"
 REMOVE = "document.querySelector('.grok-imagine-remove-key')"
 KEY_STATUS = "async () => JSON.stringify(await (await fetch('/grok_imagine/key')).json())"
@@ -203,14 +214,7 @@ def drive(url: str, renderer: str, workflows: list[str]) -> dict[str, Any]:
         page.wait_for_timeout(300)
         prompt_before = page.evaluate(JS_PROMPT, node_id)
         page.evaluate(JS_WATCH_PROGRESS_TEXT)
-        page.evaluate("""() => new Promise((resolve) => {
-            for (const n of app.graph._nodes) {
-                const seed = n.widgets?.find((w) => w.name === 'seed');
-                if (seed) seed.value = Math.floor(Math.random() * 1e12);
-            }
-            app.api.addEventListener('execution_success', resolve, { once: true });
-            app.queuePrompt(0, 1);
-        })""")
+        page.evaluate(JS_RUN)
         page.wait_for_function(f"() => app.graph.getNodeById({node_id}).widgets.some((w) => w.name === "
                                "'$$grok-revised-prompt')", timeout=30000)
         page.wait_for_timeout(1500)
@@ -247,6 +251,22 @@ def drive(url: str, renderer: str, workflows: list[str]) -> dict[str, Any]:
         page.wait_for_function("() => document.querySelector('.grok-imagine-spend-totals')?.textContent"
                                ".startsWith('Today')", timeout=10000)
         results["spend_panel"] = spend.inner_text()
+
+        # 6. the spend panel shows the fal balance, asks again after a run (still open), and sets a floor
+        page.wait_for_function(f"() => {BALANCE}?.textContent.startsWith('fal balance $')", timeout=10000)
+        balance = {"before": page.evaluate(f"() => {BALANCE}.textContent")}
+        page.evaluate(JS_RUN)
+        page.wait_for_function(f"() => {BALANCE}.textContent !== {json.dumps(balance['before'])}", timeout=15000)
+        balance["after_run"] = page.evaluate(f"() => {BALANCE}.textContent")
+        spend.locator("input[aria-label='balance floor in US dollars']").fill("1")
+        spend.locator(".grok-imagine-set-floor").click()
+        page.wait_for_function("() => document.querySelector('.grok-imagine-balance-floor').textContent"
+                               ".startsWith('Balance floor $1.00, set here')", timeout=10000)
+        balance["floor_set"] = spend.inner_text()
+        spend.locator(".grok-imagine-clear-floor").click()
+        page.wait_for_function("() => document.querySelector('.grok-imagine-balance-floor').textContent"
+                               ".startsWith('No balance floor')", timeout=10000)
+        results["balance"] = balance
         ctx.close()
     return results
 
@@ -301,7 +321,7 @@ def browser_ready() -> str | None:
 
 @pytest.fixture(scope="module")
 def fal() -> Iterator[FakeFal]:
-    server = FakeFal(accepted_keys={TEST_KEY}, run_time=0.3).start()
+    server = FakeFal(accepted_keys={TEST_KEY}, run_time=0.3, balance_usd=7.5, charge_balance=True).start()
     yield server
     server.stop()
 
@@ -444,6 +464,17 @@ def test_the_key_panel_saves_and_removes_a_key_through_the_write_guard(frontend:
         assert "stored key" not in key["removed"]
         assert not key["page_holds_key"]
         assert seen["spend_panel"].startswith("Today $") and "No daily limit is set." in seen["spend_panel"]
+
+
+def test_the_spend_panel_shows_the_fal_balance_and_asks_again_after_a_run(frontend: dict[str, Any]) -> None:
+    for seen in renderers(frontend):
+        balance = seen["balance"]
+        assert re.fullmatch(r"fal balance \$\d+\.\d\d \(read at \d\d:\d\d\)\.", balance["before"]), balance
+        assert "fal balance $" in seen["spend_panel"] and "No balance floor is set" in seen["spend_panel"]
+        paid = float(balance["before"].split("$")[1].split(" ")[0]) - float(balance["after_run"].split("$")[1]
+                                                                             .split(" ")[0])
+        assert round(paid, 6) == 0.02, balance  # one image, paid from the balance, seen without reopening
+        assert "Balance floor $1.00, set here" in balance["floor_set"] and "above the floor" in balance["floor_set"]
 
 
 def test_every_node_has_its_help_page_where_the_frontend_looks(frontend: dict[str, Any]) -> None:

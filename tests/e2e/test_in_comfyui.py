@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,39 @@ def test_the_result_node_reloads_a_request_by_id_inside_comfyui(comfy: ComfyServ
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert len(fal.submits) == 1
     assert entry["outputs"]["2"]["images"]
+
+
+def set_balance_floor(comfy: ComfyServer, usd: float | None) -> None:
+    """As the Settings panel does (its header passes the pack's write guard)."""
+    request = urllib.request.Request(
+        f"{comfy.url}/grok_imagine/spend/floor", data=json.dumps({"balance_floor_usd": usd}).encode(), method="POST",
+        headers={"Content-Type": "application/json", "X-Grok-Imagine": "1"})
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
+        assert json.loads(response.read())["balance_floor_usd"] == usd
+
+
+def test_a_prompt_list_the_fal_balance_cannot_pay_does_not_start_inside_comfyui(
+    comfy: ComfyServer, fal: FakeFal
+) -> None:
+    prompts = [f"balance probe {i}" for i in range(10)]  # $0.20 in all; the floor leaves $0.10 of fal's $100
+    prompt = {
+        "1": {"class_type": "FalGrokImaginePromptList", "inputs": {"prompts": "\n".join(prompts)}},
+        "2": {"class_type": "FalGrokImagineImage",
+              "inputs": {"prompt": ["1", 0], "num_images": 1, "aspect_ratio": "1:1", "resolution": "1k",
+                         "output_format": "jpeg", "sync_mode": False, "seed": 0}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+    set_balance_floor(comfy, 99.9)
+    try:
+        entry, _ = comfy.run(bust_cache(prompt))
+    finally:
+        set_balance_floor(comfy, None)
+    assert entry["status"]["status_str"] == "error"
+    error = next(body for kind, body in entry["status"]["messages"] if kind == "execution_error")
+    assert error["exception_message"].startswith(
+        "This batch of 10 prompts costs $0.20; your fal balance is $100.00, and the balance floor of $99.90 (set by "
+        "Settings > Grok Imagine (fal)) is kept."), error["exception_message"]
+    assert fal.submit_attempts == []  # not the first five that would have fitted: none
 
 
 def browser_tools() -> tuple[Path, Path] | None:

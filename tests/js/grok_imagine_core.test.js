@@ -11,9 +11,12 @@ import {
   attachPriceBadge,
   buildKeyPanel,
   buildSpendPanel,
+  describeBalance,
+  describeFloor,
   describeKeyStatus,
   describeLimit,
   describeTotals,
+  formatBalance,
   formatUsd,
   formatUsdRange,
   formatWhen,
@@ -23,6 +26,7 @@ import {
   priceLabel,
   reactiveOf,
   recentRows,
+  refreshSpendPanels,
   referenceRange,
   requestInit,
   requestSizes,
@@ -504,6 +508,128 @@ describe("the spend panel", () => {
     expect(request).toHaveBeenCalledTimes(1);
     panel.querySelector("button.grok-imagine-clear-limit").click();
     await vi.waitFor(() => expect(panel.textContent).toContain("daily_limit_usd must be a number"));
+  });
+});
+
+describe("the fal balance and the balance floor in the spend panel", () => {
+  const NOW = new Date(2026, 11, 14, 15, 30).getTime();
+  const READ_AT = new Date(2026, 11, 14, 15, 29).getTime() / 1000;
+  const SPEND = {
+    today_usd: 0.04,
+    month_usd: 0.04,
+    session_usd: 0.04,
+    daily_limit_usd: null,
+    limit_source: null,
+    balance_floor_usd: null,
+    floor_source: null,
+    recent: [],
+    fal_balance_usd: 12.5,
+    fal_balance_read_at: READ_AT,
+    fal_balance_status: "known",
+    fal_balance_error: null,
+  };
+
+  it("shows the balance and when it was read, and how far above the floor it is", () => {
+    expect(describeBalance(SPEND, NOW)).toEqual({ text: "fal balance $12.50 (read at 15:29).", problem: false, title: "" });
+    expect(describeBalance({ ...SPEND, balance_floor_usd: 2 }, NOW).text).toBe(
+      "fal balance $12.50 (read at 15:29). $10.50 above the floor.",
+    );
+    expect(formatBalance(-0.18)).toBe("-$0.18");
+    expect(describeBalance({ ...SPEND, fal_balance_usd: -0.18 }, NOW).text).toBe("fal balance -$0.18 (read at 15:29).");
+  });
+
+  it("shows nothing without a key, says so when fal refuses the key, and 'unavailable' when the read failed", () => {
+    expect(describeBalance({ ...SPEND, fal_balance_status: "no_key", fal_balance_usd: null }, NOW)).toBeNull();
+    const refused = "fal rejected the API key (HTTP 401) during reading the fal balance. The key is wrong.";
+    expect(describeBalance({ ...SPEND, fal_balance_status: "key_refused", fal_balance_error: refused }, NOW)).toEqual({
+      text: `fal refused this key when asked for the balance. ${refused}`,
+      problem: true,
+      title: refused,
+    });
+    const failed = { ...SPEND, fal_balance_status: "unavailable", fal_balance_usd: null, fal_balance_error: "no answer" };
+    expect(describeBalance(failed, NOW)).toEqual({
+      text: "fal balance unavailable: runs are not held back (fal decides).",
+      problem: true,
+      title: "no answer",
+    });
+    expect(describeBalance({ today_usd: 1 }, NOW)).toBeUndefined(); // a POST's answer: what is shown stays
+  });
+
+  it("says where the floor comes from, and that the environment variable wins", () => {
+    expect(describeFloor(SPEND)).toBe("No balance floor is set: runs may spend the whole fal balance.");
+    expect(describeFloor({ ...SPEND, balance_floor_usd: 2, floor_source: "Settings > Grok Imagine (fal)" })).toBe(
+      "Balance floor $2.00, set here (Settings > Grok Imagine (fal)): a run that would take the fal balance below " +
+        "it is refused before anything is sent.",
+    );
+    const env = { balance_floor_usd: 1, floor_source: "the environment variable GROK_IMAGINE_BALANCE_FLOOR_USD" };
+    expect(describeFloor(env)).toMatch(/^Balance floor \$1\.00, set by the environment variable .*: it wins over a floor/);
+    expect(parseLimit("", "floor").error).toMatch(/Type a floor/);
+  });
+
+  function server(initial) {
+    let spend = structuredClone(initial);
+    const calls = [];
+    const request = vi.fn(async (method, path, body) => {
+      calls.push({ method, path, body });
+      if (method === "POST" && path === ROUTES.spendFloor) {
+        const value = body.balance_floor_usd;
+        const { fal_balance_usd, fal_balance_read_at, fal_balance_status, fal_balance_error, ...stored } = spend;
+        spend = { ...spend, balance_floor_usd: value, floor_source: value === null ? null : "Settings > Grok Imagine (fal)" };
+        return { ok: true, json: { ...stored, balance_floor_usd: value, floor_source: spend.floor_source } };
+      }
+      return { ok: true, json: spend };
+    });
+    return { request, calls, set: (changes) => Object.assign(spend, changes) };
+  }
+
+  it("shows the balance beside today's spend, and hides it without a key", async () => {
+    const { request, set } = server(SPEND);
+    const panel = buildSpendPanel(document, request, { now: () => NOW });
+    const line = panel.querySelector(".grok-imagine-balance");
+    await vi.waitFor(() => expect(line.textContent).toBe("fal balance $12.50 (read at 15:29)."));
+    expect(line.hidden).toBe(false);
+    expect(panel.querySelector(".grok-imagine-spend-totals").nextElementSibling).toBe(line);
+    set({ fal_balance_status: "no_key", fal_balance_usd: null, fal_balance_read_at: null });
+    panel.querySelector("button.grok-imagine-refresh-spend").click();
+    await vi.waitFor(() => expect(line.hidden).toBe(true));
+  });
+
+  it("sets and clears the floor through POST /grok_imagine/spend/floor, keeping the balance shown", async () => {
+    const { request, calls } = server(SPEND);
+    const panel = buildSpendPanel(document, request, { now: () => NOW });
+    await vi.waitFor(() => expect(panel.textContent).toContain("No balance floor is set"));
+    expect(panel.querySelector("button.grok-imagine-clear-floor").disabled).toBe(true);
+    const input = panel.querySelector("input[aria-label='balance floor in US dollars']");
+    input.value = "lots";
+    panel.querySelector("button.grok-imagine-set-floor").click();
+    expect(panel.textContent).toContain('"lots" is not an amount');
+    expect(calls).toHaveLength(1);
+    input.value = "$2,5";
+    panel.querySelector("button.grok-imagine-set-floor").click();
+    await vi.waitFor(() => expect(panel.textContent).toContain("Balance floor $2.50, set here"));
+    expect(calls[1]).toEqual({ method: "POST", path: ROUTES.spendFloor, body: { balance_floor_usd: 2.5 } });
+    expect(panel.textContent).toContain("Balance floor set to $2.50.");
+    expect(panel.querySelector(".grok-imagine-balance").textContent).toBe(
+      "fal balance $12.50 (read at 15:29). $10.00 above the floor.",
+    );
+    expect(input.value).toBe("");
+    panel.querySelector("button.grok-imagine-clear-floor").click();
+    await vi.waitFor(() => expect(panel.textContent).toContain("The balance floor set here was cleared."));
+    expect(calls[2]).toEqual({ method: "POST", path: ROUTES.spendFloor, body: { balance_floor_usd: null } });
+  });
+
+  it("asks again after each run, while the panel is open", async () => {
+    const { request, calls, set } = server(SPEND);
+    const open = buildSpendPanel(document, request, { now: () => NOW });
+    document.body.append(open);
+    const closed = buildSpendPanel(document, request, { now: () => NOW }); // never shown, or closed
+    await vi.waitFor(() => expect(calls).toHaveLength(2));
+    set({ fal_balance_usd: 12.46, today_usd: 0.08 });
+    refreshSpendPanels();
+    await vi.waitFor(() => expect(open.querySelector(".grok-imagine-balance").textContent).toContain("$12.46"));
+    expect(calls).toHaveLength(3);
+    expect(closed.querySelector(".grok-imagine-balance").textContent).toContain("$12.50");
+    open.remove();
   });
 });
 
