@@ -61,13 +61,32 @@ def spend_payload() -> tuple[int, dict[str, Any]]:
         return 500, {"error": str(exc)}
 
 
+LIMIT_HELP = "daily_limit_usd must be a number of US dollars (0 or more), or null to clear it."
+
+
+def dollars(value: object) -> float:
+    """A JSON number as a finite amount of US dollars, 0 or more (-0 as 0); ValueError saying what is wrong.
+    JSON reads 1e309 as infinity and a 400-digit integer as an int too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(LIMIT_HELP)
+    try:
+        amount = float(value)
+    except OverflowError:
+        raise ValueError("daily_limit_usd is too large to be an amount of US dollars: type one such as 5 or "
+                         "12.50, or null to clear the limit.") from None
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError(LIMIT_HELP)
+    return amount + 0.0  # -0.0 + 0.0 is 0.0
+
+
 def set_daily_limit(body: Any) -> tuple[int, dict[str, Any]]:
     value = body.get("daily_limit_usd", "missing") if isinstance(body, dict) else "missing"
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not math.isfinite(value) or value < 0):
-        return 400, {"error": "daily_limit_usd must be a number of US dollars (0 or more), or null to clear it."}
     try:
-        Ledger(config.state_dir()).set_daily_limit(None if value is None else float(value))
+        limit = None if value is None else dollars(value)
+    except ValueError as exc:
+        return 400, {"error": str(exc)}
+    try:
+        Ledger(config.state_dir()).set_daily_limit(limit)
     except (FalConfigError, OSError) as exc:
         return 500, {"error": f"Could not store the daily limit: {exc}"}
     return spend_payload()
@@ -87,7 +106,7 @@ def add_routes(routes: Any) -> None:
             return answer((refusal[0], {"error": refusal[1]})), None
         try:
             return None, await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's JSON reader goes
             return None, None
 
     @routes.get(f"{PREFIX}/pricing")
