@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ..fal_transport import config
@@ -93,30 +94,42 @@ async def balance_payload() -> dict[str, Any]:
 async def spend_and_balance_payload() -> tuple[int, dict[str, Any]]:
     status, payload = spend_payload()
     return status, ({**payload, **await balance_payload()} if status == 200 else payload)
+def dollars(value: object, name: str) -> float:
+    """A JSON number as a finite amount of US dollars, 0 or more (-0 as 0); ValueError naming `name` and saying
+    what is wrong. JSON reads 1e309 as infinity and a 400-digit integer as an int too large for a float."""
+    help_text = f"{name} must be a number of US dollars (0 or more), or null to clear it."
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(help_text)
+    try:
+        amount = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large to be an amount of US dollars: type one such as 5 or 12.50, or null "
+                         "to clear it.") from None
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError(help_text)
+    return amount + 0.0  # -0.0 + 0.0 is 0.0
+
+
+def _set_amount(body: Any, name: str, what: str, store: Callable[[Ledger, float | None], None]) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, payload) for a request to set (a number) or clear (null) the amount `name` of the body."""
+    value = body.get(name, "missing") if isinstance(body, dict) else "missing"
+    try:
+        amount = None if value is None else dollars(value, name)
+    except ValueError as exc:
+        return 400, {"error": str(exc)}
+    try:
+        store(Ledger(config.state_dir()), amount)
+    except (FalConfigError, OSError) as exc:
+        return 500, {"error": f"Could not store the {what}: {exc}"}
+    return spend_payload()
 
 
 def set_daily_limit(body: Any) -> tuple[int, dict[str, Any]]:
-    value = body.get("daily_limit_usd", "missing") if isinstance(body, dict) else "missing"
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not math.isfinite(value) or value < 0):
-        return 400, {"error": "daily_limit_usd must be a number of US dollars (0 or more), or null to clear it."}
-    try:
-        Ledger(config.state_dir()).set_daily_limit(None if value is None else float(value))
-    except (FalConfigError, OSError) as exc:
-        return 500, {"error": f"Could not store the daily limit: {exc}"}
-    return spend_payload()
+    return _set_amount(body, "daily_limit_usd", "daily limit", Ledger.set_daily_limit)
 
 
 def set_balance_floor(body: Any) -> tuple[int, dict[str, Any]]:
-    value = body.get("balance_floor_usd", "missing") if isinstance(body, dict) else "missing"
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not math.isfinite(value) or value < 0):
-        return 400, {"error": "balance_floor_usd must be a number of US dollars (0 or more), or null to clear it."}
-    try:
-        Ledger(config.state_dir()).set_balance_floor(None if value is None else float(value))
-    except (FalConfigError, OSError) as exc:
-        return 500, {"error": f"Could not store the balance floor: {exc}"}
-    return spend_payload()
+    return _set_amount(body, "balance_floor_usd", "balance floor", Ledger.set_balance_floor)
 
 
 def add_routes(routes: Any) -> None:
@@ -133,7 +146,7 @@ def add_routes(routes: Any) -> None:
             return answer((refusal[0], {"error": refusal[1]})), None
         try:
             return None, await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's JSON reader goes
             return None, None
 
     @routes.get(f"{PREFIX}/pricing")

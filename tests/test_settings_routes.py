@@ -4,6 +4,7 @@ page can change it, the price table and the spend come from Python."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import time
@@ -260,3 +261,58 @@ async def test_the_balance_floor_is_stored_from_the_panel_like_the_daily_limit(
     monkeypatch.delenv("GROK_IMAGINE_BALANCE_FLOOR_USD")
     async with pack_routes.post("/grok_imagine/spend/floor", json={"balance_floor_usd": None}, headers=PANEL) as r:
         assert (await r.json())["balance_floor_usd"] is None
+async def post_limit(session: aiohttp.ClientSession, raw_body: str) -> tuple[int, dict]:
+    """POST /grok_imagine/spend/limit with this JSON text as the body, as the panel (or a script) sends it."""
+    headers = {"Content-Type": "application/json", **PANEL}
+    async with session.post("/grok_imagine/spend/limit", data=raw_body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def stored_limit(session: aiohttp.ClientSession) -> object:
+    async with session.get("/grok_imagine/spend") as response:
+        return (await response.json())["daily_limit_usd"]
+
+
+REFUSED_LIMITS = [
+    ("a 400-digit integer", "1" + "0" * 400, "too large"),
+    ("an integer past what JSON reads (4,300 digits)", "9" * 5000, "a number of US dollars"),
+    ("1e309, which JSON reads as infinity", "1e309", "a number of US dollars"),
+    ("Infinity", "Infinity", "a number of US dollars"),
+    ("-Infinity", "-Infinity", "a number of US dollars"),
+    ("NaN", "NaN", "a number of US dollars"),
+    ("true", "true", "a number of US dollars"),
+    ("a negative amount", "-0.01", "0 or more"),
+    ("text", '"5"', "a number of US dollars"),
+    ("a list", "[5]", "a number of US dollars"),
+]
+
+
+@pytest.mark.parametrize(("what", "raw", "reason"), REFUSED_LIMITS, ids=[r[0] for r in REFUSED_LIMITS])
+async def test_a_daily_limit_that_is_no_amount_of_dollars_is_refused_and_the_old_one_stays(
+    pack_routes: aiohttp.ClientSession, what: str, raw: str, reason: str
+) -> None:
+    assert (await post_limit(pack_routes, '{"daily_limit_usd": 5}'))[0] == 200
+    status, answer = await post_limit(pack_routes, '{"daily_limit_usd": ' + raw + "}")
+    assert status == 400, (what, answer)
+    assert "daily_limit_usd" in answer["error"] and reason in answer["error"], answer
+    assert "null to clear" in answer["error"] and len(answer["error"]) < 200, answer
+    assert await stored_limit(pack_routes) == 5
+
+
+@pytest.mark.parametrize("raw", ["-0", "-0.0", "-0e5"])
+async def test_a_daily_limit_of_minus_zero_is_a_limit_of_zero(pack_routes: aiohttp.ClientSession, raw: str) -> None:
+    status, answer = await post_limit(pack_routes, '{"daily_limit_usd": ' + raw + "}")
+    assert status == 200 and answer["daily_limit_usd"] == 0
+    assert math.copysign(1, answer["daily_limit_usd"]) == 1, "shown as -$0.00"
+    assert math.copysign(1, await stored_limit(pack_routes)) == 1
+
+
+@pytest.mark.parametrize("path", ["/grok_imagine/spend/limit", "/grok_imagine/key"])
+async def test_a_body_nested_too_deep_to_read_is_refused_like_any_unreadable_body(
+    pack_routes: aiohttp.ClientSession, path: str
+) -> None:
+    nested = "[" * 100_000 + "]" * 100_000
+    async with pack_routes.post(path, data=nested, headers={"Content-Type": "application/json", **PANEL}) as response:
+        answer = await response.json()
+    assert response.status == 400 and answer["error"], answer
+    assert await stored_limit(pack_routes) is None and not key_file().exists()

@@ -20,12 +20,8 @@ export function formatUsdRange(low, high) {
   return `${formatUsd(low)}–${formatUsd(high).slice(1)}`;
 }
 
-/** How many images each request of a node asks for: at most `perRequest` (fal takes 4). */
-export function requestSizes(count, perRequest = 4) {
-  const sizes = [];
-  for (let left = count; left > 0; left -= perRequest) sizes.push(Math.min(perRequest, left));
-  return sizes;
-}
+/** How many requests a node sends for `count` images: at most `perRequest` images each (fal takes 4). */
+export const requestCount = (count, perRequest = 4) => Math.ceil(count / perRequest);
 
 /**
  * How many reference images an edit node sends, as [fewest, most]. `image` gives one to three (the
@@ -60,27 +56,35 @@ export function ratesFor(entry, values = {}) {
 export function runPriceRange(entry, state = {}) {
   const rates = ratesFor(entry, state.values ?? {});
   if (!rates || typeof rates.perImage !== "number") return null;
-  const count = imageCount(entry, state.values ?? {});
+  const count = imageCount(entry, state);
   const [fewest, most] = referenceRange(entry, state.connected ?? []);
-  const sizes = requestSizes(count, entry.max_images_per_request ?? 4);
-  const total = (references) =>
-    round6(sizes.reduce((sum, images) => sum + images * rates.perImage + references * rates.perReference, 0));
+  const requests = requestCount(count, entry.max_images_per_request ?? 4);
+  const total = (references) => round6(count * rates.perImage + requests * references * rates.perReference);
   const runs = Math.max(1, state.runs ?? 1);
   return [round6(total(fewest) * runs), round6(total(most) * runs)];
 }
 
-function imageCount(entry, values) {
-  const raw = Math.floor(Number(values?.[entry?.count_input ?? "num_images"] ?? 1));
-  return Number.isFinite(raw) && raw >= 1 ? raw : 1;
+/**
+ * How many images a run asks for: the count widget's value, whole, within the widget's own range
+ * (`state.countRange`, [min, max]; ComfyUI refuses to queue a value outside it), 1 when it is not a
+ * number. A crafted workflow's 1e300 is priced as the widget's largest value.
+ */
+function imageCount(entry, state) {
+  const [least, most] = state.countRange ?? [1, Infinity];
+  const raw = Math.floor(Number(state.values?.[entry?.count_input ?? "num_images"] ?? 1));
+  const count = Math.min(most, Math.max(least, Number.isNaN(raw) ? 1 : raw));
+  return Number.isFinite(count) ? count : 1;
 }
 
 export const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
 
 /**
  * The short price label shown on a node before a run, from its pricing entry (served by Python at
- * /grok_imagine/pricing) and its state: `values` (widget values), `connected` (names of linked inputs),
- * `countLinked` (num_images comes from a link, so the count is unknown) and `runs` (how many times the
- * node runs, when its prompt comes from a prompt list). Null for nodes this pack does not bill.
+ * /grok_imagine/pricing) and its state: `values` (widget values), `countRange` (the count widget's
+ * [min, max]), `connected` (names of linked inputs), `countLinked` (num_images comes from a link, so the
+ * count is unknown) and `runs` (how many times the node runs, when its prompt comes from a prompt list).
+ * Null for nodes this pack does not bill. Its cost never depends on the values: the canvas asks on every
+ * frame.
  *
  *   "$0.02 · 1 image"   "$0.08 · 4 images"   "$0.20 · 10 images · 3 requests"
  *   "$0.062–0.066 · 3 images" (an edit: the references are known only at run time)
@@ -90,7 +94,7 @@ export function priceLabel(entry, state = {}) {
   if (!entry) return null;
   const values = state.values ?? {};
   const rates = ratesFor(entry, values);
-  const count = imageCount(entry, values);
+  const count = imageCount(entry, state);
   const hasReferences = (entry.reference_inputs ?? []).length > 0;
   if (!rates || typeof rates.perImage !== "number") return `${plural(count, "image")} · price unknown`;
   if (state.countLinked) {
@@ -100,19 +104,35 @@ export function priceLabel(entry, state = {}) {
   const parts = [formatUsdRange(low, high)];
   const runs = Math.max(1, state.runs ?? 1);
   parts.push(runs > 1 ? `${plural(runs, "prompt")} × ${plural(count, "image")}` : plural(count, "image"));
-  const requests = requestSizes(count, entry.max_images_per_request ?? 4).length;
+  const requests = requestCount(count, entry.max_images_per_request ?? 4);
   if (requests > 1) parts.push(`${requests} requests${runs > 1 ? " each" : ""}`);
   return parts.join(" · ");
 }
 
 export const PROMPT_LIST_NODE = "FalGrokImaginePromptList";
 
-/** The non-blank lines of a prompt list, as the Python node splits them. */
-export function promptsOf(text) {
+// Python's str.splitlines() breaks, and a character its str.strip() keeps (not Python whitespace).
+const LINE_BREAK = /\r\n|[\n\v\f\r\x1c-\x1e\x85\u2028\u2029]/;
+const PROMPT_CHARACTER = /[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]/;
+
+/** How many prompts a prompt list's text holds: its non-blank lines, as the Python node splits them. */
+export function promptCount(text) {
   return String(text ?? "")
-    .split(/\r\n|\r|\n/)
-    .map((line) => line.trim())
-    .filter(Boolean);
+    .split(LINE_BREAK)
+    .filter((line) => PROMPT_CHARACTER.test(line)).length;
+}
+
+// Each Prompt List widget's last text and its count: the canvas asks on every frame, and the text of a
+// long list is counted again only when it changes.
+const countedLists = new WeakMap();
+
+function listedPrompts(widget) {
+  const text = widget?.value;
+  const counted = countedLists.get(widget);
+  if (counted?.text === text) return counted.count;
+  const count = promptCount(text);
+  if (widget) countedLists.set(widget, { text, count });
+  return count;
 }
 
 function inputConnected(node, index) {
@@ -129,6 +149,8 @@ export function nodePriceState(node, entry) {
   for (const widget of node.widgets ?? []) values[widget.name] = widget.value;
   const countInput = entry?.count_input ?? "num_images";
   const state = { values, connected: [], countLinked: false, runs: 1 };
+  const range = node.widgets?.find((w) => w.name === countInput)?.options;
+  if (typeof range?.min === "number" && typeof range?.max === "number") state.countRange = [range.min, range.max];
   (node.inputs ?? []).forEach((input, index) => {
     if (!input || !inputConnected(node, index)) return;
     const name = input.widget?.name ?? input.name;
@@ -139,7 +161,7 @@ export function nodePriceState(node, entry) {
       if (origin?.type === PROMPT_LIST_NODE || origin?.comfyClass === PROMPT_LIST_NODE) {
         const listInput = origin.inputs?.findIndex((i) => (i.widget?.name ?? i.name) === "prompts") ?? -1;
         const listLinked = listInput >= 0 && inputConnected(origin, listInput);
-        const count = promptsOf(origin.widgets?.find((w) => w.name === "prompts")?.value).length;
+        const count = listedPrompts(origin.widgets?.find((w) => w.name === "prompts"));
         if (!listLinked && count > 0) state.runs = count;
       }
     }

@@ -11,7 +11,9 @@ Checked in the browser, as a user would see it:
   escapes it itself);
 - the fal key panel saves and removes a key through the server's write guard;
 - the spend panel shows the fal balance and when it was read, asks again after a run, and sets a balance floor;
-- every node's help page is served where the frontend looks for it.
+- every node's help page is served where the frontend looks for it;
+- a crafted workflow (num_images 1e300, a Prompt List of 10,000 prompts) loads, its badge reads the price of
+  the widget's largest value (or of every prompt), and the tab goes on drawing frames.
 
 Needs COMFYUI_DIR (a ComfyUI checkout) with its venv beside it (or COMFYUI_VENV), Debian's chromium, and
 Playwright in that venv (see README: e2e tests); without them every test here skips. Frontend 1.58.1 is
@@ -105,6 +107,40 @@ JS_RUN = """() => new Promise((resolve) => {
     app.api.addEventListener('execution_success', resolve, { once: true });
     app.queuePrompt(0, 1);
 })"""
+# Loads a workflow without waiting for it (a tab that freezes must not hang the driver), then, from the first
+# frame after the load, counts the frames the tab draws in 5 s with a billed node in view (the frontend's own
+# work on a long text delays the next few: 1.27.10 takes seconds over a 10,000-line box, with or without this
+# pack); `window.__grokCrafted` holds what it saw.
+JS_LOAD_CRAFTED = """(workflow) => {
+  window.__grokCrafted = null;
+  setTimeout(async () => {
+    await app.loadGraphData(workflow, true, true, 'e2e');
+    const node = app.graph._nodes.find((n) => n.grokImaginePrice);
+    app.canvas.ds.scale = 1;
+    app.canvas.centerOnNode(node);
+    app.canvas.setDirty(true, true);
+    const started = performance.now();
+    for (let i = 0; i < 100; i++) node.grokImaginePrice.refresh();  // what 100 frames of the canvas ask
+    const refreshMs = performance.now() - started;
+    let frames = 0;
+    let until = null;
+    const tick = (now) => {
+      until ??= now + 5000;
+      if (now < until) {
+        frames++;
+        return requestAnimationFrame(tick);
+      }
+      const el = document.querySelector(`[data-node-id="${node.id}"]`);
+      window.__grokCrafted = {
+        frames, refreshMs, label: node.grokImaginePrice.badge.text, dom: el ? el.innerText : null,
+        numImages: node.widgets.find((w) => w.name === 'num_images').value,
+      };
+    };
+    requestAnimationFrame(tick);
+  }, 0);
+}"""
+LIST_PROMPTS = 10_000
+
 STATUS = "document.querySelector('.grok-imagine-key-status')"
 REMOVE = "document.querySelector('.grok-imagine-remove-key')"
 KEY_STATUS = "async () => JSON.stringify(await (await fetch('/grok_imagine/key')).json())"
@@ -114,6 +150,34 @@ def _post(url: str, path: str, body: Any) -> None:
     request = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     urllib.request.urlopen(request, timeout=30).read()  # noqa: S310 (loopback)
+
+
+def crafted_workflows(workflows: list[str]) -> dict[str, Any]:
+    """Examples as a crafted or mistyped file could have them: num_images 1e300; a Prompt List of 10,000."""
+    def example(name: str) -> dict[str, Any]:
+        return json.loads(Path(next(w for w in workflows if w.endswith(name))).read_text())
+
+    huge_count = example("grok_imagine_text_to_image.json")
+    next(n for n in huge_count["nodes"] if n["type"] == "FalGrokImagineImage")["widgets_values"][1] = 1e300
+    crafted = {"num_images_1e300": huge_count}
+    if any(w.endswith("grok_imagine_prompt_list_batch.json") for w in workflows):
+        long_list = example("grok_imagine_prompt_list_batch.json")
+        next(n for n in long_list["nodes"] if n["type"] == "FalGrokImaginePromptList")["widgets_values"][0] = "\n".join(
+            f"A red fox in fresh snow, take {i}" for i in range(LIST_PROMPTS))
+        crafted["prompt_list_10000"] = long_list
+    return crafted
+
+
+def look_at_crafted(page: Any, workflow: dict[str, Any]) -> dict[str, Any]:
+    """What the tab shows after loading `workflow`, or that it froze (no answer within 60 s)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.evaluate(JS_LOAD_CRAFTED, workflow)
+    try:
+        page.wait_for_function("() => window.__grokCrafted !== null", timeout=60000)
+    except PlaywrightTimeout:
+        return {"froze": True}
+    return {"froze": False, **page.evaluate("() => window.__grokCrafted")}
 
 
 def drive(url: str, renderer: str, workflows: list[str]) -> dict[str, Any]:
@@ -267,6 +331,13 @@ def drive(url: str, renderer: str, workflows: list[str]) -> dict[str, Any]:
         page.wait_for_function("() => document.querySelector('.grok-imagine-balance-floor').textContent"
                                ".startsWith('No balance floor')", timeout=10000)
         results["balance"] = balance
+        # 7. a crafted workflow loads and the tab goes on (last: a frozen tab would spoil what follows)
+        page.keyboard.press("Escape")  # the settings dialog
+        results["crafted"] = {}
+        for name, workflow in crafted_workflows(workflows).items():
+            results["crafted"][name] = seen = look_at_crafted(page, workflow)
+            if seen["froze"]:
+                break
         ctx.close()
     return results
 
@@ -486,3 +557,21 @@ def test_every_node_has_its_help_page_where_the_frontend_looks(frontend: dict[st
 def test_the_vitest_price_fixture_is_the_served_price_table(frontend: dict[str, Any]) -> None:
     fixture = json.loads((PACK_ROOT / "tests" / "js" / "fixtures" / "pricing.json").read_text())
     assert frontend["pricing"] == fixture, "update tests/js/fixtures/pricing.json (and the labels tested with it)"
+
+
+def test_a_crafted_workflow_loads_priced_within_range_and_the_tab_goes_on(frontend: dict[str, Any]) -> None:
+    for seen in renderers(frontend):
+        crafted = seen["crafted"]
+        huge = crafted["num_images_1e300"]
+        assert not huge["froze"], f"{frontend['version']} {seen['renderer']}: the tab froze on num_images 1e300"
+        assert huge["label"] == "$0.32 · 16 images · 4 requests", huge  # the widget's largest value, 16
+        assert huge["frames"] >= 5, huge
+        if seen["vue_nodes"]:
+            assert huge["label"] in huge["dom"], huge
+        long_list = crafted.get("prompt_list_10000", {})
+        if long_list:
+            assert not long_list["froze"] and long_list["frames"] >= 5, long_list
+            assert long_list["label"] == "$200.00 · 10000 prompts × 1 image", long_list
+        print(f"{frontend['version']} {seen['renderer']}: num_images kept as {huge['numImages']!r}; frames in 5 s "
+              f"after loading: {huge['frames']} (1e300), {long_list.get('frames')} (10,000 prompts); 100 label "
+              f"refreshes: {huge['refreshMs']:.1f} ms (1e300), {long_list.get('refreshMs', 0):.1f} ms (10,000 prompts)")
