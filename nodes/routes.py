@@ -110,7 +110,8 @@ def dollars(value: object, name: str) -> float:
     return amount + 0.0  # -0.0 + 0.0 is 0.0
 
 
-def _set_amount(body: Any, name: str, what: str, store: Callable[[Ledger, float | None], None]) -> tuple[int, dict[str, Any]]:
+def _set_amount(body: Any, name: str, what: str,
+                store: Callable[[Ledger, float | None], None]) -> tuple[int, dict[str, Any]]:
     """(HTTP status, payload) for a request to set (a number) or clear (null) the amount `name` of the body."""
     value = body.get(name, "missing") if isinstance(body, dict) else "missing"
     try:
