@@ -95,7 +95,8 @@ def _failure(exc: Exception) -> StateError:
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)  # never a path
     return StateError(
         f"The pack's state database ({FILE_NAME} in its state directory) cannot be used: {reason}. Check that the "
-        f"state directory ({config.STATE_DIR_ENV}) is writable and its disk has room.")
+        f"state directory ({config.STATE_DIR_ENV}) is writable, that its disk has room and that no other program "
+        "keeps the database locked.")
 
 
 class Database:
@@ -112,8 +113,8 @@ class Database:
         self._connection = _connect(self.path, BUSY_TIMEOUT_S)
         self._alive: sqlite3.Connection | None = None
         try:
-            self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA synchronous=NORMAL")  # durable across crashes; fsync at checkpoints
+            self._connection.execute("PRAGMA journal_mode=WAL")
             self._alive = self._hold_own_lock()
             with self.write() as db:
                 for statement in SCHEMA:

@@ -11,6 +11,7 @@ import pytest
 from comfy_like import pack_module, run_node
 from fake_fal import FakeFal
 
+errors = pack_module("fal_transport.errors")
 journal_module = pack_module("fal_transport.journal")
 state_module = pack_module("fal_transport.state")
 Node = pack_module("nodes.text_to_image").FalGrokImagineImage
@@ -54,3 +55,15 @@ async def test_a_damaged_state_database_is_kept_aside_and_a_new_one_started(
     assert (state / "state.sqlite3.damaged").read_bytes() == damaged
     assert "the state database is damaged" in caplog.text
     assert fake_fal.submits[0].request_id in journal_module.Journal(state).entries()
+
+
+async def test_a_state_directory_that_cannot_be_used_refuses_the_run_before_anything_is_paid(
+    fake_fal: FakeFal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a file").write_text("not a folder")
+    monkeypatch.setenv("GROK_IMAGINE_STATE_DIR", str(tmp_path / "a file" / "state"))
+    with pytest.raises(errors.StateError) as caught:
+        await run_node(Node, prompt="a lighthouse")
+    message = str(caught.value)
+    assert "state database" in message and "GROK_IMAGINE_STATE_DIR" in message and str(tmp_path) not in message
+    assert fake_fal.submits == []
