@@ -122,6 +122,8 @@ class Database:
                 imported = state_import.import_old_files(db, directory)
                 db.execute("INSERT OR IGNORE INTO owners (id) VALUES (?)", (self.owner,))
                 self._prune(db)
+            if imported:  # on disk for good before the old files are renamed, power cut or not
+                self._connection.execute("PRAGMA wal_checkpoint(FULL)")
         except BaseException:
             self.close()
             raise

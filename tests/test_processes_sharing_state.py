@@ -53,7 +53,7 @@ def processes() -> Iterator[list[Process]]:
     yield started
     for process in started:
         process.popen.kill()
-        process.popen.wait(timeout=30)
+        process.popen.communicate(timeout=30)  # and its pipes closed
 
 
 def unfinished_request(state: Path, request_id: str) -> None:

@@ -165,9 +165,11 @@ async def test_cancelling_the_result_node_never_cancels_the_original_request(
 
 
 async def test_a_journalled_request_that_ended_with_an_error_at_fal_is_not_resumed(fake_fal: FakeFal) -> None:
+    fake_fal.faults.run_time = 30  # still running when it is cancelled, however slow the machine
     request_id = await submit_and_stop(fal_arguments())
     queue = queue_module.FalQueue(credentials_module.resolve_credentials())
-    await queue.cancel(queue.handle_for(ENDPOINT, request_id))  # e.g. cancelled from fal's dashboard
+    assert await queue.cancel(queue.handle_for(ENDPOINT, request_id))  # e.g. cancelled from fal's dashboard
+    fake_fal.faults.run_time = None
     images, _, _ = await run_node(Node, **INPUTS)
     assert images.shape[0] == 2 and len(fake_fal.submits) == 2
     assert journal().entries()[request_id].state == "failed"
