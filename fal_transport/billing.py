@@ -4,7 +4,7 @@
 
 The key goes only to fal's REST API and never into an error; a read takes at most `READ_TIMEOUT_S`.
 Each key's last reading (or failed read) is kept: a run that fits may be judged on a reading up to
-`FITS_MAX_AGE_S` old, less what this process has spent since and what runs under way have set aside
+`FITS_MAX_AGE_S` old, less what every process sharing the state has spent since and what runs under way have set aside
 (so a batch of hundreds, or a workflow queued again and again, does not read it every time); a
 refusal is always decided on a reading taken just now. When the balance cannot be read, nothing is
 refused: fal stays the judge. The balance floor (`Ledger.balance_floor`) is kept in reserve.
@@ -26,7 +26,7 @@ from .aio import Deadline
 from .credentials import FalCredentials
 from .errors import TOP_UP_HELP, BalanceError, FalError, UnexpectedAnswerError, error_from_response
 from .http import send
-from .ledger import SETTINGS_HELP, Ledger, format_usd, spent_and_reserved
+from .ledger import SETTINGS_HELP, Ledger, format_usd
 from .process_state import current
 
 log = logging.getLogger("grok_imagine_fal")
@@ -41,7 +41,7 @@ class BalanceReading:
     usd: float
     read_at: float  # unix time
     taken: float  # monotonic time
-    spent_before: float  # what this process had spent on accepted requests when it was read
+    asked_at: float  # unix time the read was sent: spend recorded since then may not show in `usd` yet
 
 
 def _key_hash(credentials: FalCredentials) -> str:
@@ -63,13 +63,13 @@ def _amount(response: httpx.Response) -> float:
 
 
 async def _read(credentials: FalCredentials) -> BalanceReading:
-    spent_before = spent_and_reserved()[0]
+    asked_at = time.time()
     response = await send("GET", f"{config.rest_base_url()}/billing/user_balance", what=WHAT,
                           deadline=Deadline(READ_TIMEOUT_S),
                           headers={"Authorization": credentials.authorization, "Accept": "application/json"})
     if response.status_code >= 400:
         raise error_from_response(response, what=WHAT, key_source=credentials.source, scrub=credentials.scrub)
-    return BalanceReading(_amount(response), time.time(), time.monotonic(), spent_before)
+    return BalanceReading(_amount(response), time.time(), time.monotonic(), asked_at)
 
 
 async def read_balance(credentials: FalCredentials, *, max_age_s: float = 0.0) -> BalanceReading:
@@ -107,9 +107,8 @@ class _Verdict:
         return self.reading.usd - self.committed - (self.floor or 0.0)
 
 
-def _verdict(reading: BalanceReading, floor: tuple[float | None, str | None]) -> _Verdict:
-    spent, reserved = spent_and_reserved()
-    return _Verdict(reading, max(0.0, spent - reading.spent_before) + reserved, *floor)
+async def _verdict(reading: BalanceReading, ledger: Ledger, floor: tuple[float | None, str | None]) -> _Verdict:
+    return _Verdict(reading, await asyncio.to_thread(ledger.committed_since, reading.asked_at), *floor)
 
 
 async def check_can_pay(credentials: FalCredentials, price_usd: float, *, prompts: int = 1) -> None:
@@ -118,15 +117,16 @@ async def check_can_pay(credentials: FalCredentials, price_usd: float, *, prompt
     balance cannot be read goes on."""
     if price_usd <= 0:
         return
-    floor = await asyncio.to_thread(Ledger(config.state_dir()).balance_floor)  # a bad setting is refused
+    ledger = Ledger(config.state_dir())
+    floor = await asyncio.to_thread(ledger.balance_floor)  # a bad setting is refused
     asked = time.monotonic()
     try:
         reading = await read_balance(credentials, max_age_s=FITS_MAX_AGE_S)
-        verdict = _verdict(reading, floor)
+        verdict = await _verdict(reading, ledger, floor)
         if verdict.spendable + 1e-9 >= price_usd:
             return
         if reading.taken < asked:  # a refusal is decided on a reading taken just now
-            verdict = _verdict(await read_balance(credentials), floor)
+            verdict = await _verdict(await read_balance(credentials), ledger, floor)
     except FalError as exc:
         log.info("[Grok Imagine] the fal balance is unknown (%s); the run goes on and fal decides", exc.reason)
         return

@@ -37,6 +37,10 @@ class FalConfigError(FalError):
     """A setting (environment variable, key file, stored setting) is missing or unusable."""
 
 
+class StateError(FalConfigError):
+    """The pack's state database (journal, spend, settings) cannot be read or written."""
+
+
 class MissingCredentialsError(FalConfigError):
     """No fal API key is configured."""
 

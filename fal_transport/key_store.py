@@ -6,12 +6,15 @@ path holds the user name).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .credentials import KEY_FILE_SOURCE, checked_key, read_key_file, resolve_credentials
 from .errors import FalConfigError, MissingCredentialsError
-from .private_files import write_private
+from .state import private_directory
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,24 @@ def save_key_file(key_file: Path, key: object) -> None:
     """Store a key for this machine, readable by the owner only; `FalConfigError` if it cannot be a key."""
     if not isinstance(key, str):
         raise FalConfigError("The key must be text: paste the key from https://fal.ai/dashboard/keys.")
-    write_private(key_file, checked_key(key, "the key you pasted") + "\n")
+    _write_private(key_file, checked_key(key, "the key you pasted") + "\n")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable by the owner only, whole or not at all: a fresh temporary file of a
+    unique name (never an old leftover, never a link; `mkstemp` makes it 0600), then renamed over `path`."""
+    private_directory(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def remove_key_file(key_file: Path) -> bool:

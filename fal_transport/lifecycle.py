@@ -62,29 +62,24 @@ async def run_request(queue: FalQueue, journal: Journal, plan: RequestPlan, limi
     a node whose other work failed leaves it for the next run to collect, free."""
     async with lease():
         handle = resumed or await submit(queue, journal, plan, events)
-        try:
+        with journal.following(handle.request_id) as claim:
             value = await _follow(queue, journal, handle, limits, events, collect, cancel_on_stop=True,
                                   journalled=True)
-        except BaseException:
-            journal.release(handle.request_id)
-            raise
+            claim.keep()  # until the caller settles it
         return Collected(value, handle.request_id)
 
 
 def settle(journal: Journal, request_ids: list[str], *, used: bool) -> None:
     """The caller is done with these collected requests: `used` marks them `collected` (never collected
     again); otherwise they stay `completed` for the next run with the same inputs. Releases them."""
-    for request_id in request_ids:
-        if used:
-            journal.mark(request_id, "collected")
-        journal.release(request_id)
+    journal.release(*request_ids, state="collected" if used else None)
 
 
 async def recover_request(queue: FalQueue, journal: Journal, handle: RequestHandle, limits: Limits,
                           events: RequestEvents, collect: Collect[T]) -> T:
     """Collect an earlier request by its id. Cancel only stops the waiting: the request is never cancelled."""
     async with lease():
-        journalled = handle.request_id in await asyncio.to_thread(journal.entries)
+        journalled = await asyncio.to_thread(journal.entry, handle.request_id) is not None
         if events.on_resumed is not None:
             events.on_resumed(handle, "Loading a finished request from fal")
         return await _follow(queue, journal, handle, limits, events, collect, cancel_on_stop=False,
@@ -102,23 +97,19 @@ async def find_resumable(queue: FalQueue, journal: Journal, plan: RequestPlan,
                         "may have run it under an id nobody learnt (check fal's request history)", cut.endpoint)
         return None
     handle = queue.handle_for(plan.endpoint, entry.request_id)
-    try:
-        status: QueueStatus | None = await queue.status(handle)
-    except FalError as exc:
-        log.info("[Grok Imagine] journalled request %s is no longer available at fal (%s)", entry.request_id, exc)
-        journal.mark(entry.request_id, "lost")
-        status = None
-    except BaseException:
-        journal.release(entry.request_id)
-        raise
-    if status is not None and status.failed:
-        journal.mark(entry.request_id, "failed")  # it ended with an error (or was cancelled): nothing to collect
-        status = None
-    if status is None:
-        journal.release(entry.request_id)
-        return None
-    if events.on_resumed is not None:
-        events.on_resumed(handle, "Collecting an earlier unfinished request with the same inputs")
+    with journal.following(entry.request_id) as claim:
+        try:
+            status = await queue.status(handle)
+        except FalError as exc:
+            log.info("[Grok Imagine] journalled request %s is no longer available at fal (%s)", entry.request_id, exc)
+            journal.mark(entry.request_id, "lost")
+            return None
+        if status.failed:
+            journal.mark(entry.request_id, "failed")  # it ended with an error (or was cancelled): nothing to collect
+            return None
+        if events.on_resumed is not None:
+            events.on_resumed(handle, "Collecting an earlier unfinished request with the same inputs")
+        claim.keep()  # handed to the caller with the handle
     return handle
 
 

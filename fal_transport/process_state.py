@@ -1,7 +1,8 @@
 """Everything the pack keeps for the life of the ComfyUI process, in one place.
 
-Nothing else in the pack holds module-level state that changes while it runs: every cache, claim
-and connection pool is a field here, reached through `current()`. `reset()` starts afresh (the
+Nothing else in the pack holds module-level state that changes while it runs: every cache, connection
+pool and database connection is a field here, reached through `current()` (what several processes
+share, claims and reservations among it, is in the state database: `state`). `reset()` starts afresh (the
 test suite does it before every test, so no test sees what another left behind).
 """
 
@@ -28,19 +29,13 @@ class ProcessState:
     # fal_transport.storage: CDN tokens by a hash of the key, uploads by content hash
     cdn_tokens: dict[str, Any] = field(default_factory=dict)
     uploads: dict[str, tuple[str, float]] = field(default_factory=dict)
-    # fal_transport.journal: request ids a node of this process is following now
-    following: set[str] = field(default_factory=set)
     # fal_transport.background: the loop thread that submits and cancels run on
     worker: Any = None
-    # fal_transport.jsonl: the folded view of each journal-like file, by path, and the lock of the views
-    # (its own: reading a file under it must never hold up the event loop's short critical sections)
-    jsonl_views: dict[str, Any] = field(default_factory=dict)
-    jsonl_lock: threading.Lock = field(default_factory=threading.Lock)
-    # fal_transport.ledger: what this process spent, and what is reserved for submits under way
-    # (spend_lock: a reserve's check and a charge's record-then-give-back never interleave)
+    # fal_transport.state: this process's connection to the state database of each state directory, by path
+    databases: dict[str, Any] = field(default_factory=dict)
+    databases_lock: threading.Lock = field(default_factory=threading.Lock)
+    # fal_transport.ledger: what this process spent
     session_spend_usd: float = 0.0
-    reserved_usd: float = 0.0
-    spend_lock: threading.Lock = field(default_factory=threading.Lock)
     # fal_transport.billing: the last balance reading (or failed read) of each key, by a hash of the key
     balances: dict[str, tuple[float, Any]] = field(default_factory=dict)
     # image_io.sizes: the image size each combination of settings gave last
@@ -63,4 +58,6 @@ def reset() -> ProcessState:
     old, _current = _current, ProcessState()
     if old.worker is not None:
         old.worker.stop()
+    for database in old.databases.values():
+        database.close()  # its claims and reservations go back, as a process's do when it ends
     return _current

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import sqlite3
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -63,3 +64,12 @@ async def run_node_over_list(node_class: type, **inputs: Any) -> list[tuple[Any,
     if failures:
         raise failures[0]
     return [tuple(t.result()["result"]) for t in tasks]
+
+
+def stored_state(directory: Path) -> str:
+    """Everything the pack's state database in `directory` holds, as SQL text (to check what it never holds)."""
+    connection = sqlite3.connect(directory / "state.sqlite3")
+    try:
+        return "\n".join(connection.iterdump())
+    finally:
+        connection.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from comfy_like import TEST_KEY, pack_module, run_node
+from comfy_like import TEST_KEY, pack_module, run_node, stored_state
 from fake_comfy import InterruptProcessingException, fake_comfy
 from fake_fal import CONTENT_POLICY_MESSAGE, FakeFal
 from PIL import Image
@@ -202,10 +202,10 @@ async def test_fault(
     assert elapsed < case.within_s, f"took {elapsed:.1f}s"
     assert len(fake_fal.submits) == case.accepted_submits
     assert bool(fake_fal.cancels) == case.cancelled_at_fal
-    journal = Path(os.environ["GROK_IMAGINE_STATE_DIR"]) / "requests.jsonl"
+    state = Path(os.environ["GROK_IMAGINE_STATE_DIR"])
     if case.journal_state is not None:
         assert journal_state(fake_fal) == case.journal_state
-    seen += [caplog.text, journal.read_text() if journal.exists() else ""]
+    seen += [caplog.text, stored_state(state) if (state / "state.sqlite3").exists() else ""]
     for secret in SECRETS:
         assert not [text for text in seen if secret in text], "the key leaked"
     assert not [r for r in fake_fal.requests if r.kind == "file" and r.has_authorization]
