@@ -248,8 +248,8 @@ async def test_the_balance_floor_is_stored_from_the_panel_like_the_daily_limit(
         answer = await r.json()
     assert r.status == 200 and answer["balance_floor_usd"] == 2.5 and answer["floor_source"] == "Settings > Grok " \
         "Imagine (fal)" and answer["daily_limit_usd"] == 5
-    settings = json.loads((Path(os.environ["GROK_IMAGINE_STATE_DIR"]) / "settings.json").read_text())
-    assert settings == {"daily_limit_usd": 5, "balance_floor_usd": 2.5}
+    settings = pack_module("fal_transport.state").Settings(Path(os.environ["GROK_IMAGINE_STATE_DIR"]))
+    assert (settings.get("daily_limit_usd"), settings.get("balance_floor_usd")) == (5, 2.5)
     for headers, body, status in (({}, {"balance_floor_usd": 9}, 403), (PANEL, {"balance_floor_usd": -1}, 400),
                                   (PANEL, {"balance_floor_usd": "lots"}, 400), (PANEL, {}, 400)):
         async with pack_routes.post("/grok_imagine/spend/floor", json=body, headers=headers) as r:
