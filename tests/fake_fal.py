@@ -153,6 +153,16 @@ the `Job` at submit time; the others act when a request arrives.
   k % N == 0, like ``content_policy``.
 - ``content_policy_prompts`` (strings): jobs whose prompt contains any of these substrings
   (case-sensitive) are refused under the content policy.
+- ``image_host`` (a base URL such as ``http://cdn.fal.test``): result image URLs use it instead of
+  the fake's own URL (reach it through the fake as a proxy: see "Behind a name" below).
+- ``image_redirect_to`` (a URL): every result image answers 302 to it.
+
+Behind a name
+-------------
+The fake also serves requests in absolute form (``GET http://queue.fal.test/xai/...``), as an HTTP
+proxy receives them for plain-http URLs: it answers them as its own paths, whatever the host. With
+``HTTP_PROXY`` pointing at the fake, a client can use a public-looking base URL (a ``.test`` name,
+which never resolves) and still reach the fake; every request then arrives at the fake, recorded.
 
 What the fake records
 ---------------------
@@ -474,6 +484,8 @@ class Faults:
     retry_after: str | None = None
     content_policy_every: int | None = None
     content_policy_prompts: list[str] | None = None
+    image_host: str | None = None
+    image_redirect_to: str | None = None
 
     def clear(self) -> None:
         """Back to all-off, in place (so references held by tests stay valid)."""
@@ -513,6 +525,8 @@ class Faults:
                 valid = isinstance(value, list) and all(isinstance(v, str) for v in value)
             elif name == "retry_after":
                 valid = isinstance(value, str) and _header_safe(value)
+            elif name in ("image_host", "image_redirect_to"):
+                valid = isinstance(value, str) and value.startswith(("http://", "https://")) and _header_safe(value)
             else:
                 valid = True
             if not valid:
@@ -571,8 +585,9 @@ class Job:
         """When the job may start running: submit time + queue time."""
         return self.submitted_at + self.queue_time
 
-    def result(self) -> dict[str, Any]:
-        """The result JSON of a successful job (before any `result_images_override`)."""
+    def result(self, image_host: str | None = None) -> dict[str, Any]:
+        """The result JSON of a successful job (before any `result_images_override`); its image URLs on
+        `image_host` when given, else on the fake."""
         images: list[dict[str, Any]] = []
         for index in range(self.num_images):
             width, height = self.image_size(index)
@@ -581,7 +596,7 @@ class Job:
                 data = render_image(width, height, self.output_format, index)
                 url = f"data:{self.content_type};base64,{base64.b64encode(data).decode()}"
             else:
-                url = f"{self.base_url}/files/{self.request_id}/{file_name}"
+                url = f"{image_host or self.base_url}/files/{self.request_id}/{file_name}"
             images.append(
                 {
                     "url": url,
@@ -1135,7 +1150,9 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.image_404:
             return self._send_json(404, {"detail": "Not Found"})
         if faults.image_redirect_loop:
-            return self._send_bytes(302, b"", "text/plain", {"Location": f"{fake.url}{self.path}"})
+            return self._send_bytes(302, b"", "text/plain", {"Location": f"{fake.url}{path}"})
+        if faults.image_redirect_to:
+            return self._send_bytes(302, b"", "text/plain", {"Location": faults.image_redirect_to})
         job = fake.jobs.get(rid)
         if job is None or index >= job.num_images or match["ext"] != job.extension:
             return self._send_json(404, {"detail": "Not Found"})
@@ -1908,7 +1925,7 @@ class FakeFal:
             return body
 
     def _result_body(self, job: Job) -> dict[str, Any]:
-        body = job.result()
+        body = job.result(self.faults.image_host)
         override = self.faults.result_images_override
         if override is not None:
             body["images"] = list(override)

@@ -55,9 +55,13 @@ class Case:
     journal_state: str | None = None  # the state the journal ends with for the (first) accepted request
     images: int = 2
     within_s: float = 8.0  # from the start, or from the Cancel when there is one
+    never_fetched: str = ""  # no request whose path holds this reached the fake (nor anything through it)
 
 
 RETRY_AFTER_DATE = "date"  # stands for an HTTP date two seconds ahead, computed when the case runs
+FAKE_URL = "fake"  # stands for the fake's URL, known when the case runs
+# fal's base URL public (a .test name never resolves), reached through the fake as the HTTP proxy
+PUBLIC_BASE = {"FAL_QUEUE_BASE_URL": "http://queue.fal.test", "HTTP_PROXY": FAKE_URL}
 
 CASES = [
     # --- submit: retried only where fal cannot have accepted it; every wait ends
@@ -133,6 +137,14 @@ CASES = [
     Case("image decompression bomb", {"image_bomb": True}, decode.ImageDecodeError, ("MP limit",)),
     Case("image with the wrong content type", {"image_wrong_content_type": True}),
     Case("images of mixed sizes", {"mixed_sizes": True}),
+    Case("image URLs on a loopback address, fal's base URL public", {}, download.ImageFetchError,
+         ("loopback address (127.0.0.1)", "nothing was fetched"), env=PUBLIC_BASE, journal_state="completed",
+         never_fetched="/files/"),
+    Case("images on a host that resolves only past a proxy", {"image_host": "http://cdn.fal.test"}, env=PUBLIC_BASE),
+    Case("an image redirected to a link-local address", {"image_host": "http://cdn.fal.test",
+                                                         "image_redirect_to": "http://169.254.169.254/meta-data"},
+         download.ImageFetchError, ("link-local address (169.254.169.254)", "nothing was fetched"), env=PUBLIC_BASE,
+         never_fetched="meta-data"),
 ]
 
 
@@ -161,7 +173,7 @@ async def test_fault(
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, httpx included
     for name, value in case.env.items():
-        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name, fake_fal.url if value == FAKE_URL else value)
     faults = dict(case.faults)
     if faults.get("retry_after") == RETRY_AFTER_DATE:
         faults["retry_after"] = formatdate(time.time() + 2, usegmt=True)
@@ -203,6 +215,8 @@ async def test_fault(
         assert not [text for text in seen if secret in text], "the key leaked"
     assert not [r for r in fake_fal.requests if r.kind == "file" and r.has_authorization]
     assert fake_fal.foreign_requests == []
+    if case.never_fetched:
+        assert not [r.path for r in fake_fal.requests if case.never_fetched in r.path]
 
 
 def test_the_matrix_covers_every_fault_the_fake_can_inject() -> None:
