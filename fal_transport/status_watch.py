@@ -10,6 +10,9 @@ The wait ends, whatever fal does:
 - the user's Cancel (checked every tick);
 - `queue_timeout` without progress while queued (no state change, no drop in queue position);
 - `run_timeout` after fal started running the request.
+
+A stream line longer than `MAX_STREAM_LINE_BYTES` gives up the stream for polling; nothing past
+that is held in memory.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,9 +39,11 @@ log = logging.getLogger("grok_imagine_fal")
 
 STREAM_READ_TIMEOUT_S = 30.0
 MAX_STREAM_FAILURES = 3
+MAX_STREAM_LINE_BYTES = 1024 * 1024  # a status event is about a kilobyte
 POLL_INTERVAL_S = 0.25  # the fastest a request polls
 POLL_MAX_INTERVAL_S = 10.0
 MAX_POLLS_PER_S = 20.0  # what all polling requests of a loop aim at together
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 @dataclass
@@ -51,6 +57,31 @@ class WaitEvents:
 
 class _StreamUnavailable(Exception):
     """The status stream cannot be used for this request; poll instead."""
+
+
+class _StreamTooLong(_StreamUnavailable):
+    """The stream sent a line (or an event) over `MAX_STREAM_LINE_BYTES`."""
+
+
+class _Lines:
+    """Lines of a byte stream (ended by CR, LF or CRLF), each at most `MAX_STREAM_LINE_BYTES`."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self._buffer
+        buffer += chunk
+        lines, start = [], 0
+        while (end := _LINE_END.search(buffer, start)) is not None:
+            if end.group() == b"\r" and end.end() == len(buffer):
+                break  # a CR at the end of a chunk may be the first half of a CRLF
+            lines.append(bytes(buffer[start:end.start()]))
+            start = end.end()
+        del buffer[:start]
+        if len(buffer) > MAX_STREAM_LINE_BYTES or any(len(line) > MAX_STREAM_LINE_BYTES for line in lines):
+            raise _StreamTooLong(f"a line longer than {MAX_STREAM_LINE_BYTES // 2**20} MiB")
+        return lines
 
 
 def poll_interval(pollers: int, limits: Limits) -> float:
@@ -69,16 +100,20 @@ async def _stream(queue: FalQueue, handle: RequestHandle, loop_client: LoopClien
             raise queue.error(response, "the status stream", handle.request_id)
         if response.status_code != 200 or "text/event-stream" not in response.headers.get("content-type", ""):
             raise _StreamUnavailable(f"HTTP {response.status_code}")
-        data_lines: list[str] = []
-        async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                data_lines.append(line[5:].lstrip())
-            elif not line and data_lines:
-                payload, data_lines = "\n".join(data_lines), []
-                try:
-                    yield QueueStatus.from_json(json.loads(payload), handle.request_id)
-                except ValueError as exc:
-                    raise _StreamUnavailable("unreadable event") from exc
+        lines, data_lines, size = _Lines(), [], 0
+        async for chunk in response.aiter_bytes():
+            for line in lines.feed(chunk):
+                if line.startswith(b"data:"):
+                    data_lines.append(line[5:].lstrip())
+                    size += len(line)
+                    if size > MAX_STREAM_LINE_BYTES:
+                        raise _StreamTooLong(f"an event longer than {MAX_STREAM_LINE_BYTES // 2**20} MiB")
+                elif not line and data_lines:
+                    payload, data_lines, size = b"\n".join(data_lines), [], 0
+                    try:
+                        yield QueueStatus.from_json(json.loads(payload), handle.request_id)
+                    except ValueError as exc:
+                        raise _StreamUnavailable("unreadable event") from exc
 
 
 async def _follow_stream(queue: FalQueue, handle: RequestHandle, loop_client: LoopClient,
@@ -92,6 +127,10 @@ async def _follow_stream(queue: FalQueue, handle: RequestHandle, loop_client: Lo
                 if status.state == "COMPLETED":
                     return True
             failures += 1  # the stream ended before COMPLETED: it was cut
+        except _StreamTooLong as exc:
+            log.warning("[Grok Imagine] fal's status stream for %s sent %s (the most this pack reads); following "
+                        "the request by polling", handle.request_id, exc)
+            return False
         except _StreamUnavailable:
             return False
         except httpx.ReadTimeout:

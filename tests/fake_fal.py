@@ -153,6 +153,11 @@ the `Job` at submit time; the others act when a request arrives.
   k % N == 0, like ``content_policy``.
 - ``content_policy_prompts`` (strings): jobs whose prompt contains any of these substrings
   (case-sensitive) are refused under the content policy.
+- ``stream_huge_line`` (bytes): every stream sends, after its first event, one ``data:`` line of
+  this many bytes (written 64 KiB at a time, so the fake holds none of it), then goes on as usual.
+- ``result_huge`` (bytes): a completed job's result is its usual JSON with a ``"padding"`` string of
+  this many bytes, sent 64 KiB at a time without ``Content-Length`` (the body ends when the
+  connection closes).
 - ``image_host`` (a base URL such as ``http://cdn.fal.test``): result image URLs use it instead of
   the fake's own URL (reach it through the fake as a proxy: see "Behind a name" below).
 - ``image_redirect_to`` (a URL): every result image answers 302 to it.
@@ -259,6 +264,7 @@ CANCELLED_MESSAGE = "Request cancelled"
 FRONT_DOOR_STATUS = frozenset({502, 503, 504})
 BOMB_SIDE = 30000
 TRICKLE_CHUNK = 64
+HUGE_CHUNK = b"x" * 65536  # what the huge-line and huge-result faults are written in
 STREAM_TICK_S = 0.02
 STREAM_MAX_IDLE_S = 0.25  # a stream re-checks at least this often even when nothing is due to change
 
@@ -484,6 +490,8 @@ class Faults:
     retry_after: str | None = None
     content_policy_every: int | None = None
     content_policy_prompts: list[str] | None = None
+    stream_huge_line: int | None = None
+    result_huge: int | None = None
     image_host: str | None = None
     image_redirect_to: str | None = None
 
@@ -525,6 +533,8 @@ class Faults:
                 valid = isinstance(value, list) and all(isinstance(v, str) for v in value)
             elif name == "retry_after":
                 valid = isinstance(value, str) and _header_safe(value)
+            elif name in ("stream_huge_line", "result_huge"):
+                valid = _is_int(value) and value >= 0
             elif name in ("image_host", "image_redirect_to"):
                 valid = isinstance(value, str) and value.startswith(("http://", "https://")) and _header_safe(value)
             else:
@@ -1053,6 +1063,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("x-fal-request-id", job.request_id)
         self.end_headers()
         last_payload = ""
+        huge = fake.faults.stream_huge_line
         opened = last_write = time.monotonic()
         while not fake._stopping.is_set():
             with fake._lock:
@@ -1068,6 +1079,11 @@ class _Handler(BaseHTTPRequestHandler):
                 last_payload, last_write = payload, time.monotonic()
                 if final:
                     return
+                if huge is not None:
+                    self.wfile.write(b"data: ")
+                    self._write_huge(huge)
+                    self.wfile.write(b"\n\n")
+                    huge = None
             elif time.monotonic() - last_write >= fake.heartbeat_interval:
                 self.wfile.write(b": ping\n\n")
                 last_write = time.monotonic()
@@ -1109,7 +1125,26 @@ class _Handler(BaseHTTPRequestHandler):
             if job.cancelled:
                 return self._send_json(400, {"detail": message}, headers)
             return self._send_json(500, {"detail": message}, headers)
-        self._send_result(json.dumps(fake._result_body(job)).encode(), "application/json", headers)
+        body = json.dumps(fake._result_body(job)).encode()
+        huge = fake.faults.result_huge
+        if huge is None:
+            return self._send_result(body, "application/json", headers)
+        self.close_connection = True  # no Content-Length: the body ends when the connection closes
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body[:-1] + b', "padding": "')
+        self._write_huge(huge)
+        self.wfile.write(b'"}')
+
+    def _write_huge(self, size: int) -> None:
+        """`size` bytes of "x", from one shared chunk (the fake holds no copy of them)."""
+        chunk = memoryview(HUGE_CHUNK)
+        for start in range(0, size, len(HUGE_CHUNK)):
+            self.wfile.write(chunk[: min(len(HUGE_CHUNK), size - start)])
 
     def _send_result(self, body: bytes, content_type: str, headers: dict[str, str]) -> None:
         """A 200 result, trickled one byte per `result_trickle` seconds when that fault is set."""
