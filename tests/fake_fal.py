@@ -153,6 +153,8 @@ the `Job` at submit time; the others act when a request arrives.
   k % N == 0, like ``content_policy``.
 - ``content_policy_prompts`` (strings): jobs whose prompt contains any of these substrings
   (case-sensitive) are refused under the content policy.
+- ``stream_pings_only``: every stream sends its first event, then only ``: ping`` comments and
+  never closes, whatever the job does (a stream gone silent).
 - ``stream_huge_line`` (bytes): every stream sends, after its first event, one ``data:`` line of
   this many bytes (written 64 KiB at a time, so the fake holds none of it), then goes on as usual.
 - ``result_huge`` (bytes): a completed job's result is its usual JSON with a ``"padding"`` string of
@@ -175,7 +177,8 @@ What the fake records
 (request ids), `uploads`, `jobs`, `foreign_requests`; `max_running_seen`; `open_streams` /
 `max_open_streams` (status streams open now / at most at once); `open_connections` /
 `max_open_connections` (TCP connections to the fake, not the foreign host, open now / at most at
-once); `job_times()` (per job ``submitted_at``/``started_at``/``completed_at`` in seconds since
+once); `connections_opened` (TCP connections to the fake accepted since the last reset);
+`job_times()` (per job ``submitted_at``/``started_at``/``completed_at`` in seconds since
 `FakeFal.epoch`, None when not yet). `reset()` clears them; the high-water marks restart from what
 is open now.
 
@@ -490,6 +493,7 @@ class Faults:
     retry_after: str | None = None
     content_policy_every: int | None = None
     content_policy_prompts: list[str] | None = None
+    stream_pings_only: bool = False
     stream_huge_line: int | None = None
     result_huge: int | None = None
     image_host: str | None = None
@@ -1063,7 +1067,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("x-fal-request-id", job.request_id)
         self.end_headers()
         last_payload = ""
-        huge = fake.faults.stream_huge_line
+        pings_only, huge = fake.faults.stream_pings_only, fake.faults.stream_huge_line
         opened = last_write = time.monotonic()
         while not fake._stopping.is_set():
             with fake._lock:
@@ -1078,6 +1082,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(f"data: {payload}\n\n".encode())
                 last_payload, last_write = payload, time.monotonic()
                 if final:
+                    return
+                if pings_only:
+                    while not fake._stopping.wait(fake.heartbeat_interval):
+                        self.wfile.write(b": ping\n\n")
                     return
                 if huge is not None:
                     self.wfile.write(b"data: ")
@@ -1417,6 +1425,7 @@ class FakeFal:
         self.open_streams = 0
         self.max_open_streams = 0
         self.max_open_connections = 0
+        self.connections_opened = 0
         self._port = port
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # notified on cancels, completions by hand, resets
@@ -1550,6 +1559,7 @@ class FakeFal:
             self._max_running = 0
             self.max_open_streams = self.open_streams
             self.max_open_connections = len(self._connections)
+            self.connections_opened = 0
             self._notify()
 
     @property
@@ -1653,6 +1663,7 @@ class FakeFal:
             if add:
                 self._connections.add(conn)
                 self.max_open_connections = max(self.max_open_connections, len(self._connections))
+                self.connections_opened += 1
             else:
                 self._connections.discard(conn)
 

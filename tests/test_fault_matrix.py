@@ -91,6 +91,8 @@ CASES = [
     Case("status connection dropped three times", {"status_drop_connection": 3}),
     Case("status stream cut mid-way twice", {"stream_cut": 2, "run_time": 0.5}),
     Case("status stream not available", {"stream_unavailable": True}),
+    Case("status stream silent but for pings", {"stream_pings_only": True, "run_time": 0.3},
+         env={"GROK_IMAGINE_TIMEOUT": "30", "GROK_IMAGINE_QUEUE_TIMEOUT": "30"}, within_s=6.0),
     Case("a status-stream line of 64 MiB", {"stream_huge_line": 64 * 2**20, "run_time": 0.5}),
     Case("status never completing", {"never_complete": True}, errors.FalTimeoutError,
          ("ran at fal for longer than 1 s", "GROK_IMAGINE_TIMEOUT", "was cancelled at fal", "raise"),
