@@ -2,13 +2,14 @@
 
 It measures the node's own code path: the pack is loaded as ComfyUI loads it, its node called as
 ComfyUI's executor calls it (`tests/comfy_like.py`), each prompt in a fresh event loop. The fake fal
-(`tests/fake_fal.py`) runs in this process for rows 1-6 (sharing the GIL with the pack: a little
+(`tests/fake_fal.py`) runs in this process for rows 1-6 and 8 (sharing the GIL with the pack: a little
 pessimistic) and in a process of its own for row 7. What a row compares is measured in the same run,
 alternating; ratios are of medians; p95 is by nearest rank (the maximum below 20 samples). It
 prints its figures and asserts nothing.
 
 Rows: 1 overhead beyond generation; 2 per-prompt cost vs a minimal client; 3 decoding vs plain
-Pillow; 4 batch pre-allocation on vs off; 5 concurrency; 6 peak memory; 7 a batch of 240 prompts.
+Pillow; 4 batch pre-allocation on vs off; 5 concurrency; 6 peak memory; 7 a batch of 240 prompts; 8 what
+1,000 prompts waiting in fal's queue cost.
 
     python bench/run.py --quick                                            # about a minute
     python bench/run.py --json bench/results.json --plot docs/bench.png    # a few minutes
@@ -51,7 +52,7 @@ def machine() -> dict[str, Any]:
 
 
 def shown(value: float, unit: str) -> str:
-    return f"{value:.1f} ms" if unit == "ms" else f"{value:.2f}x"
+    return {"ms": f"{value:.1f} ms", "%": f"{value:.1f} %"}.get(unit, f"{value:.2f}x")
 
 
 def loads(values: Any) -> str:
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen-latency", type=float, help="the fake's generation time, s (default 1.0, quick 0.2)")
     parser.add_argument("--cdn-latency", type=float, default=0.02, help="delay before each image file, s (0.02)")
     parser.add_argument("--repeats", type=int, help="samples per figure (default 7, quick 3)")
-    parser.add_argument("--rows", default="1234567", help="the rows to run, e.g. 27 (default: all)")
+    parser.add_argument("--rows", default="12345678", help="the rows to run, e.g. 27 (default: all)")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, help="draw measured / target of every figure with a target to this PNG")
     parser.add_argument("--_memprobe", dest="memprobe", help=argparse.SUPPRESS)
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     import batch_row
     import image_rows
     import node_rows
+    import wait_row
 
     if args.memprobe:
         print(json.dumps(image_rows.memprobe(args.memprobe)))
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         step("3", "decode", lambda: image_rows.measure_decode(s, report))
         step("6", "memory", lambda: image_rows.measure_memory(s, report))
         step("7", "batch", lambda: batch_row.measure_batch(root, s, report))
+        step("8", "waiting", lambda: wait_row.measure_waiting(root, s, report))
 
     m["load at end"] = os.getloadavg()
     elapsed = time.monotonic() - began

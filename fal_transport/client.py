@@ -8,7 +8,8 @@ the SSL context, which costs tens of milliseconds to build, is built once per pr
 
 Caps, per event loop (that is, per ComfyUI prompt, whatever its size):
 - `MAX_CONNECTIONS` open connections (to fal's queue, storage and CDN together);
-- `MAX_STREAMS` status streams; requests past it wait for a stream and poll meanwhile;
+- `MAX_STREAMS` status streams; requests past it wait for a stream and poll meanwhile, all of them
+  together about `MAX_POLLS_PER_S` times a second at most, shared by queue position (`PollBudget`);
 - `MAX_SUBMITS` submits in flight; the others wait their turn before anything is sent.
 """
 
@@ -28,9 +29,16 @@ from .process_state import current
 
 USER_AGENT = "grok-imagine-fal (ComfyUI custom nodes)"
 MAX_CONNECTIONS = 64
-MAX_KEEPALIVE = 32
+# As many as the open connections: httpcore 1.0 closes an idle connection whenever the pool holds more
+# connections in all (idle or not) than this, so a lower figure here would cost a new connection (and TLS
+# handshake) per status check once the streams hold most of them (encode/httpcore#1000).
+MAX_KEEPALIVE = MAX_CONNECTIONS
 MAX_STREAMS = 32
 MAX_SUBMITS = 16
+MAX_POLLS_PER_S = 20.0  # all polling requests of a loop together, at most (as long as none waits its slowest)
+POLL_FASTEST_S = 0.25  # between two polls of a request at the head of fal's queue, or running
+POLL_PER_PLACE_S = 1.0  # and this much more for each place further back
+POLL_SLOWEST_S = 300.0
 MAX_REDIRECTS = 5
 ATTEMPT_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
@@ -41,7 +49,7 @@ class Slots:
     slot is granted: a waiter may do other work meanwhile (poll) and `give_up` without losing a slot."""
 
     def __init__(self, size: int) -> None:
-        self.free = size
+        self.size = self.free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     def request(self) -> asyncio.Future[None]:
@@ -66,8 +74,47 @@ class Slots:
                 waiter.set_result(None)
 
     @property
+    def held(self) -> int:
+        return self.size - self.free
+
+    @property
     def waiting(self) -> int:
         return sum(1 for waiter in self._waiters if not waiter.done())
+
+
+class PollBudget:
+    """How long each request of a loop that polls its status waits between two polls.
+
+    A request `n` places from the head of fal's queue waits `POLL_FASTEST_S + n * POLL_PER_PLACE_S`
+    (one running, or whose place is not known, `POLL_FASTEST_S`), stretched for all alike when more
+    than `per_s` polls a second would result, and at most `POLL_SLOWEST_S`: a request deep in the
+    queue is checked far less often than the one at its head, and a thousand queued requests cost a
+    few polls a second."""
+
+    def __init__(self, per_s: float) -> None:
+        self.per_s = per_s
+        self._weights: dict[object, float] = {}  # polls a second each would make at the fastest pace, / per fastest
+        self._total = 0.0
+
+    def place(self, poller: object, position: int | None) -> None:
+        """`poller` polls, `position` places from the head of fal's queue (None: running, or not known)."""
+        weight = POLL_FASTEST_S / (POLL_FASTEST_S + POLL_PER_PLACE_S * max(0, position or 0))
+        self._total += weight - self._weights.get(poller, 0.0)
+        self._weights[poller] = weight
+
+    def leave(self, poller: object) -> None:
+        self._total -= self._weights.pop(poller, 0.0)
+        if not self._weights:
+            self._total = 0.0  # no drift from float sums once nobody polls
+
+    def interval(self, poller: object) -> float:
+        """Seconds until `poller`'s next poll."""
+        stretch = max(POLL_FASTEST_S, self._total / self.per_s)
+        return min(POLL_SLOWEST_S, stretch / self._weights.get(poller, 1.0))
+
+    @property
+    def pollers(self) -> int:
+        return len(self._weights)
 
 
 @dataclass
@@ -77,8 +124,8 @@ class LoopClient:
     client: httpx.AsyncClient
     streams: Slots = field(default_factory=lambda: Slots(MAX_STREAMS))
     submits: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_SUBMITS))
+    polls: PollBudget = field(default_factory=lambda: PollBudget(MAX_POLLS_PER_S))
     leases: int = 0
-    pollers: int = 0  # requests following their status by polling now
 
 
 def ssl_context() -> ssl.SSLContext:

@@ -7,6 +7,8 @@
 - A submit (not idempotent) is retried only where fal cannot have accepted it: nothing was sent
   (connection refused, a connect timeout, no free connection), a 429, or a front-door 502/503/504
   without `x-fal-request-id`.
+- A caller may cap the body (`max_bytes`): it is then read a chunk at a time and never held past
+  the cap (`BodyTooLarge`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ DEFAULT_RETRY = RetryPolicy()
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
+class BodyTooLarge(Exception):
+    """An answer's body went past the caller's `max_bytes`; nothing more of it was read."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"the body is larger than {max_bytes} bytes")
+        self.max_bytes = max_bytes
+
+
 def retry_after_seconds(response: httpx.Response) -> float | None:
     """`Retry-After` as seconds from now, or None when absent or unusable (inf, nan, garbage)."""
     raw = response.headers.get("retry-after", "").strip()
@@ -91,6 +101,24 @@ def describe(exc: BaseException, headers: dict[str, str] | None = None) -> str:
     return scrub_secrets(text, secret) if secret else text
 
 
+_ENCODING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+async def _request(client: httpx.AsyncClient, method: str, url: str, max_bytes: int | None,
+                   **kwargs: Any) -> httpx.Response:
+    """One attempt; with `max_bytes`, the body is read a chunk at a time up to that many bytes (decoded)."""
+    if max_bytes is None:
+        return await client.request(method, url, **kwargs)
+    async with client.stream(method, url, **kwargs) as response:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > max_bytes:
+                raise BodyTooLarge(max_bytes)
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _ENCODING_HEADERS]
+        return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=response.request)
+
+
 async def send(
     method: str,
     url: str,
@@ -103,10 +131,12 @@ async def send(
     content: bytes | Callable[[], AsyncIterator[bytes]] | None = None,
     params: dict[str, str] | None = None,
     policy: RetryPolicy = DEFAULT_RETRY,
+    max_bytes: int | None = None,
 ) -> httpx.Response:
     """Send one request, retrying transient failures within `deadline`; returns the last response
     (which may be an error status for the caller to interpret). `content` is the body, or a function
-    that streams it afresh for each attempt (give its `Content-Length` in `headers`)."""
+    that streams it afresh for each attempt (give its `Content-Length` in `headers`). A body past
+    `max_bytes` raises `BodyTooLarge` at once."""
     attempt = 0
     async with lease() as loop_client:
         while True:
@@ -117,8 +147,9 @@ async def send(
             try:
                 timeout = httpx.Timeout(min(ATTEMPT_TIMEOUT_S, max(left, 0.05)), connect=CONNECT_TIMEOUT_S,
                                         pool=min(20.0, max(left, 0.05)))
-                response = await within(left, loop_client.client.request(
-                    method, url, headers=headers, json=json, content=content() if callable(content) else content,
+                response = await within(left, _request(
+                    loop_client.client, method, url, max_bytes, headers=headers, json=json,
+                    content=content() if callable(content) else content,
                     params=params, timeout=timeout))
             except (httpx.TransportError, httpx.TimeoutException, asyncio.TimeoutError) as exc:
                 failure = exc

@@ -26,6 +26,8 @@ class ProcessState:
     # fal_transport.client: the SSL context (built once), and one client per running event loop
     ssl_context: ssl.SSLContext | None = None
     loops: dict[asyncio.AbstractEventLoop, Any] = field(default_factory=dict)
+    # fal_transport.aio: the watch on the user's Cancel of each event loop that has waits
+    cancel_watches: dict[asyncio.AbstractEventLoop, Any] = field(default_factory=dict)
     # fal_transport.storage: CDN tokens by a hash of the key, uploads by content hash
     cdn_tokens: dict[str, Any] = field(default_factory=dict)
     uploads: dict[str, tuple[str, float]] = field(default_factory=dict)

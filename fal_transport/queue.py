@@ -32,7 +32,7 @@ from .errors import (
     content_policy_error,
     error_from_response,
 )
-from .http import DEFAULT_RETRY, NO_RETRY, send
+from .http import DEFAULT_RETRY, NO_RETRY, BodyTooLarge, send
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -42,6 +42,9 @@ SUBMIT_TIMEOUT_S = 60.0
 STATUS_TIMEOUT_S = 30.0
 RESULT_TIMEOUT_S = 60.0
 CANCEL_TIMEOUT_S = 4.0
+# The most of a result this pack reads. Sync mode puts the images in it as base64: 4 Grok images at 2k
+# as PNG are at most about 4 x 13 MB of pixels, 70 MB in base64, about half of this.
+MAX_RESULT_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -187,9 +190,17 @@ class FalQueue:
                      deadline: Deadline | None = None) -> dict[str, Any]:
         """The result JSON of a completed request; raises the request's own error if it failed."""
         failed = final is not None and final.failed
-        response = await send("GET", handle.response_url, what="fetching the result",
-                              deadline=deadline or Deadline(RESULT_TIMEOUT_S), headers=self._headers(),
-                              policy=NO_RETRY if failed else DEFAULT_RETRY)
+        try:
+            response = await send("GET", handle.response_url, what="fetching the result",
+                                  deadline=deadline or Deadline(RESULT_TIMEOUT_S), headers=self._headers(),
+                                  policy=NO_RETRY if failed else DEFAULT_RETRY, max_bytes=MAX_RESULT_BYTES)
+        except BodyTooLarge as exc:
+            raise ResultError(
+                f"fal's result is larger than {exc.max_bytes // 2**20} MiB, the most this pack reads, so it was not "
+                "loaded. Images sent inside the result (sync_mode) make it large: turn sync_mode off to download "
+                "them one by one.",
+                request_id=handle.request_id,
+            ) from None
         if failed:
             assert final is not None
             reason = self.credentials.scrub(str(final.error or final.error_type))

@@ -1,6 +1,13 @@
-"""Fetch the bytes of a result image, with limits: scheme, deadline over the whole body, byte cap.
+"""Fetch the bytes of a result image, with limits: scheme, public addresses, deadline over the whole
+body, byte cap.
 
-Image hosts never receive the fal key: these requests carry no `Authorization` header.
+Image hosts never receive the fal key: these requests carry no `Authorization` header. Images are
+fetched only from public addresses: the host of the URL, and of every redirect on the way (followed
+here, hop by hop, at most `client.MAX_REDIRECTS`), is resolved and refused when any of its addresses
+is loopback, private, link-local or otherwise not public, so a result cannot make the ComfyUI server
+fetch from its own network. When fal's queue base URL (`FAL_QUEUE_BASE_URL`) is itself local (a
+local proxy, the tests' fake fal) images may come from local addresses too. A host name that does
+not resolve here is left to the connection (it fails, or a proxy resolves it).
 """
 
 from __future__ import annotations
@@ -8,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
 import logging
+import socket
 from urllib.parse import urlsplit
 
 import httpx
 
+from ..fal_transport import config
 from ..fal_transport.aio import Deadline, within
-from ..fal_transport.client import LoopClient, lease
+from ..fal_transport.client import MAX_REDIRECTS, LoopClient, lease
 from ..fal_transport.errors import ResultError
 from ..fal_transport.http import DEFAULT_RETRY, RETRY_STATUS_IDEMPOTENT, retry_after_seconds
 
@@ -54,9 +64,79 @@ def _data_uri_bytes(url: str, request_id: str | None) -> bytes:
         raise ImageFetchError("fal returned an image data URI that does not decode.", request_id=request_id) from exc
 
 
+async def _addresses(host: str, port: int) -> list[str] | None:
+    """The addresses `host` stands for, or None when it does not resolve here."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return None
+    return [str(info[4][0]).partition("%")[0] for info in found]
+
+
+def _not_public(address: str) -> str | None:
+    """What kind of non-public address `address` is, or None when it is public."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_global and not ip.is_multicast:
+        return None
+    return next((kind for kind, yes in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
+                                        ("private", ip.is_private)) if yes), "non-public")
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.hostname or "", port or (443 if parts.scheme == "https" else 80)
+
+
+async def _local_base() -> bool:
+    """True when fal's queue base URL is itself on a local (non-public) address: images may then be local too."""
+    addresses = await _addresses(*_host_port(config.queue_base_url()))
+    return bool(addresses) and any(_not_public(address) for address in addresses)
+
+
+async def _refuse_non_public(url: str, request_id: str | None) -> None:
+    host, port = _host_port(url)
+    for address in await _addresses(host, port) or ():
+        kind = _not_public(address)
+        if kind is not None:
+            raise ImageFetchError(
+                f"fal's result points at an image on {host}, a {kind} address ({address}); result images are "
+                "loaded only from public addresses (unless FAL_QUEUE_BASE_URL is itself local), so nothing was "
+                "fetched from it. fal never does this: check FAL_QUEUE_BASE_URL and any proxy between ComfyUI "
+                "and fal.",
+                request_id=request_id,
+            )
+
+
+async def _download(loop_client: LoopClient, url: str, request_id: str | None,
+                    local: bool) -> bytes | httpx.Response:
+    """The body, or the error response to decide on, following redirects with every hop's address checked."""
+    for _ in range(MAX_REDIRECTS + 1):
+        if not local:
+            await _refuse_non_public(url, request_id)
+        outcome = await _download_once(loop_client, url, request_id)
+        if not (isinstance(outcome, httpx.Response) and outcome.is_redirect):
+            return outcome
+        url = str(outcome.request.url.join(outcome.headers["location"]))  # httpx refuses schemes but http(s)
+    raise ImageFetchError(
+        f"A result image on {urlsplit(url).netloc} redirects in a loop; it cannot be downloaded. Try loading it "
+        "again later with the Grok Imagine Result node.",
+        request_id=request_id,
+    )
+
+
 async def _download_once(loop_client: LoopClient, url: str, request_id: str | None) -> bytes | httpx.Response:
-    """The body, or the error response to decide on."""
-    async with loop_client.client.stream("GET", url) as response:
+    """The body, or the response to decide on (an error, or a redirect not followed)."""
+    async with loop_client.client.stream("GET", url, follow_redirects=False) as response:
         if response.status_code != 200:
             await response.aread()
             return response
@@ -95,16 +175,11 @@ async def fetch_image_bytes(url: str, *, timeout_s: float, request_id: str | Non
     problem = ""
     try:
         async with lease() as loop_client:
+            local = await within(deadline.remaining(), _local_base())
             while True:
                 attempt += 1
                 try:
-                    outcome = await within(deadline.remaining(), _download_once(loop_client, url, request_id))
-                except httpx.TooManyRedirects as exc:
-                    raise ImageFetchError(
-                        f"A result image on {host} redirects in a loop; it cannot be downloaded. Try "
-                        "loading it again later with the Grok Imagine Result node.",
-                        request_id=request_id,
-                    ) from exc
+                    outcome = await within(deadline.remaining(), _download(loop_client, url, request_id, local))
                 except (httpx.TransportError, httpx.TimeoutException) as exc:
                     outcome, problem = None, _problem(exc)
                 retry_after = None

@@ -181,6 +181,23 @@ are copied into the `Job` at submit time; the others act when a request arrives.
 - ``balance_body`` (a string): the balance answers 200 with this raw body instead of the number
   (e.g. ``"not a number"``, ``"{}"``).
 - ``balance_delay`` (seconds): the balance is answered only after this delay.
+- ``stream_pings_only``: every stream sends its first event, then only ``: ping`` comments and
+  never closes, whatever the job does (a stream gone silent).
+- ``stream_huge_line`` (bytes): every stream sends, after its first event, one ``data:`` line of
+  this many bytes (written 64 KiB at a time, so the fake holds none of it), then goes on as usual.
+- ``result_huge`` (bytes): a completed job's result is its usual JSON with a ``"padding"`` string of
+  this many bytes, sent 64 KiB at a time without ``Content-Length`` (the body ends when the
+  connection closes).
+- ``image_host`` (a base URL such as ``http://cdn.fal.test``): result image URLs use it instead of
+  the fake's own URL (reach it through the fake as a proxy: see "Behind a name" below).
+- ``image_redirect_to`` (a URL): every result image answers 302 to it.
+
+Behind a name
+-------------
+The fake also serves requests in absolute form (``GET http://queue.fal.test/xai/...``), as an HTTP
+proxy receives them for plain-http URLs: it answers them as its own paths, whatever the host. With
+``HTTP_PROXY`` pointing at the fake, a client can use a public-looking base URL (a ``.test`` name,
+which never resolves) and still reach the fake; every request then arrives at the fake, recorded.
 
 What the fake records
 ---------------------
@@ -189,7 +206,8 @@ What the fake records
 (request ids), `uploads`, `jobs`, `foreign_requests`; `max_running_seen`; `open_streams` /
 `max_open_streams` (status streams open now / at most at once); `open_connections` /
 `max_open_connections` (TCP connections to the fake, not the foreign host, open now / at most at
-once); `job_times()` (per job ``submitted_at``/``started_at``/``completed_at`` in seconds since
+once); `connections_opened` (TCP connections to the fake accepted since the last reset);
+`job_times()` (per job ``submitted_at``/``started_at``/``completed_at`` in seconds since
 `FakeFal.epoch`, None when not yet). `reset()` clears them; the high-water marks restart from what
 is open now.
 
@@ -302,6 +320,7 @@ BILLING_RATES: dict[tuple[str, str | None], tuple[float, float, float]] = {
 FRONT_DOOR_STATUS = frozenset({502, 503, 504})
 BOMB_SIDE = 30000
 TRICKLE_CHUNK = 64
+HUGE_CHUNK = b"x" * 65536  # what the huge-line and huge-result faults are written in
 STREAM_TICK_S = 0.02
 STREAM_MAX_IDLE_S = 0.25  # a stream re-checks at least this often even when nothing is due to change
 
@@ -540,6 +559,11 @@ class Faults:
     balance_status: list[int] = field(default_factory=list)
     balance_body: str | None = None
     balance_delay: float | None = None
+    stream_pings_only: bool = False
+    stream_huge_line: int | None = None
+    result_huge: int | None = None
+    image_host: str | None = None
+    image_redirect_to: str | None = None
 
     def clear(self) -> None:
         """Back to all-off, in place (so references held by tests stay valid)."""
@@ -582,6 +606,10 @@ class Faults:
                 valid = isinstance(value, str) and _header_safe(value)
             elif name == "balance_body":
                 valid = isinstance(value, str)
+            elif name in ("stream_huge_line", "result_huge"):
+                valid = _is_int(value) and value >= 0
+            elif name in ("image_host", "image_redirect_to"):
+                valid = isinstance(value, str) and value.startswith(("http://", "https://")) and _header_safe(value)
             else:
                 valid = True
             if not valid:
@@ -642,8 +670,9 @@ class Job:
         """When the job may start running: submit time + queue time."""
         return self.submitted_at + self.queue_time
 
-    def result(self) -> dict[str, Any]:
-        """The result JSON of a successful job (before any `result_images_override`)."""
+    def result(self, image_host: str | None = None) -> dict[str, Any]:
+        """The result JSON of a successful job (before any `result_images_override`); its image URLs on
+        `image_host` when given, else on the fake."""
         if self.video is not None:
             return self.video.result(f"{self.base_url}/files/{self.request_id}/0.mp4", "0.mp4")
         images: list[dict[str, Any]] = []
@@ -654,7 +683,7 @@ class Job:
                 data = render_image(width, height, self.output_format, index)
                 url = f"data:{self.content_type};base64,{base64.b64encode(data).decode()}"
             else:
-                url = f"{self.base_url}/files/{self.request_id}/{file_name}"
+                url = f"{image_host or self.base_url}/files/{self.request_id}/{file_name}"
             images.append(
                 {
                     "url": url,
@@ -1133,6 +1162,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("x-fal-request-id", job.request_id)
         self.end_headers()
         last_payload = ""
+        pings_only, huge = fake.faults.stream_pings_only, fake.faults.stream_huge_line
         opened = last_write = time.monotonic()
         while not fake._stopping.is_set():
             with fake._lock:
@@ -1148,6 +1178,15 @@ class _Handler(BaseHTTPRequestHandler):
                 last_payload, last_write = payload, time.monotonic()
                 if final:
                     return
+                if pings_only:
+                    while not fake._stopping.wait(fake.heartbeat_interval):
+                        self.wfile.write(b": ping\n\n")
+                    return
+                if huge is not None:
+                    self.wfile.write(b"data: ")
+                    self._write_huge(huge)
+                    self.wfile.write(b"\n\n")
+                    huge = None
             elif time.monotonic() - last_write >= fake.heartbeat_interval:
                 self.wfile.write(b": ping\n\n")
                 last_write = time.monotonic()
@@ -1189,7 +1228,26 @@ class _Handler(BaseHTTPRequestHandler):
             if job.cancelled:
                 return self._send_json(400, {"detail": message}, headers)
             return self._send_json(500, {"detail": message}, headers)
-        self._send_result(json.dumps(fake._result_body(job)).encode(), "application/json", headers)
+        body = json.dumps(fake._result_body(job)).encode()
+        huge = fake.faults.result_huge
+        if huge is None:
+            return self._send_result(body, "application/json", headers)
+        self.close_connection = True  # no Content-Length: the body ends when the connection closes
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body[:-1] + b', "padding": "')
+        self._write_huge(huge)
+        self.wfile.write(b'"}')
+
+    def _write_huge(self, size: int) -> None:
+        """`size` bytes of "x", from one shared chunk (the fake holds no copy of them)."""
+        chunk = memoryview(HUGE_CHUNK)
+        for start in range(0, size, len(HUGE_CHUNK)):
+            self.wfile.write(chunk[: min(len(HUGE_CHUNK), size - start)])
 
     def _send_result(self, body: bytes, content_type: str, headers: dict[str, str]) -> None:
         """A 200 result, trickled one byte per `result_trickle` seconds when that fault is set."""
@@ -1230,7 +1288,9 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.image_404:
             return self._send_json(404, {"detail": "Not Found"})
         if faults.image_redirect_loop:
-            return self._send_bytes(302, b"", "text/plain", {"Location": f"{fake.url}{self.path}"})
+            return self._send_bytes(302, b"", "text/plain", {"Location": f"{fake.url}{path}"})
+        if faults.image_redirect_to:
+            return self._send_bytes(302, b"", "text/plain", {"Location": faults.image_redirect_to})
         job = fake.jobs.get(rid)
         if job is None or index >= job.images_made or match["ext"] != job.extension:
             return self._send_json(404, {"detail": "Not Found"})
@@ -1498,6 +1558,7 @@ class FakeFal:
         self.open_streams = 0
         self.max_open_streams = 0
         self.max_open_connections = 0
+        self.connections_opened = 0
         self._port = port
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # notified on cancels, completions by hand, resets
@@ -1633,6 +1694,7 @@ class FakeFal:
             self._max_running = 0
             self.max_open_streams = self.open_streams
             self.max_open_connections = len(self._connections)
+            self.connections_opened = 0
             self._notify()
 
     @property
@@ -1736,6 +1798,7 @@ class FakeFal:
             if add:
                 self._connections.add(conn)
                 self.max_open_connections = max(self.max_open_connections, len(self._connections))
+                self.connections_opened += 1
             else:
                 self._connections.discard(conn)
 
@@ -2082,7 +2145,7 @@ class FakeFal:
             return body
 
     def _result_body(self, job: Job) -> dict[str, Any]:
-        body = job.result()
+        body = job.result(self.faults.image_host)
         override = self.faults.result_images_override
         if override is not None:
             body["images"] = list(override)

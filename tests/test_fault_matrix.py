@@ -55,9 +55,13 @@ class Case:
     journal_state: str | None = None  # the state the journal ends with for the (first) accepted request
     images: int = 2
     within_s: float = 8.0  # from the start, or from the Cancel when there is one
+    never_fetched: str = ""  # no request whose path holds this reached the fake (nor anything through it)
 
 
 RETRY_AFTER_DATE = "date"  # stands for an HTTP date two seconds ahead, computed when the case runs
+FAKE_URL = "fake"  # stands for the fake's URL, known when the case runs
+# fal's base URL public (a .test name never resolves), reached through the fake as the HTTP proxy
+PUBLIC_BASE = {"FAL_QUEUE_BASE_URL": "http://queue.fal.test", "HTTP_PROXY": FAKE_URL}
 
 CASES = [
     # --- submit: retried only where fal cannot have accepted it; every wait ends
@@ -91,6 +95,9 @@ CASES = [
     Case("status connection dropped three times", {"status_drop_connection": 3}),
     Case("status stream cut mid-way twice", {"stream_cut": 2, "run_time": 0.5}),
     Case("status stream not available", {"stream_unavailable": True}),
+    Case("status stream silent but for pings", {"stream_pings_only": True, "run_time": 0.3},
+         env={"GROK_IMAGINE_TIMEOUT": "30", "GROK_IMAGINE_QUEUE_TIMEOUT": "30"}, within_s=6.0),
+    Case("a status-stream line of 64 MiB", {"stream_huge_line": 64 * 2**20, "run_time": 0.5}),
     Case("status never completing", {"never_complete": True}, errors.FalTimeoutError,
          ("ran at fal for longer than 1 s", "GROK_IMAGINE_TIMEOUT", "was cancelled at fal", "raise"),
          env={"GROK_IMAGINE_TIMEOUT": "1"}, cancelled_at_fal=True, journal_state="cancelled"),
@@ -117,6 +124,8 @@ CASES = [
          ("not JSON", "Result node"), journal_state="completed"),
     Case("garbage result body", {"result_body": b"\x00\x01 not json"}, errors.ResultError, ("not JSON",)),
     Case("result answered 500 then 503", {"result_status": [500, 503]}),
+    Case("a result of 256 MiB", {"result_huge": 256 * 2**20}, errors.ResultError,
+         ("larger than 128 MiB", "turn sync_mode off"), journal_state="completed"),
     Case("result trickling in a byte at a time", {"result_trickle": 0.5}, errors.ResultError,
          ("did not arrive whole within 2 s", "GROK_IMAGINE_TIMEOUT", "collectable"),
          env={"GROK_IMAGINE_TIMEOUT": "2"}, journal_state="completed", within_s=4),
@@ -140,6 +149,14 @@ CASES = [
     Case("image with the wrong content type", {"image_wrong_content_type": True}),
     Case("images sent in chunks with no declared length", {"file_chunked": True}),
     Case("images of mixed sizes", {"mixed_sizes": True}),
+    Case("image URLs on a loopback address, fal's base URL public", {}, download.ImageFetchError,
+         ("loopback address (127.0.0.1)", "nothing was fetched"), env=PUBLIC_BASE, journal_state="completed",
+         never_fetched="/files/"),
+    Case("images on a host that resolves only past a proxy", {"image_host": "http://cdn.fal.test"}, env=PUBLIC_BASE),
+    Case("an image redirected to a link-local address", {"image_host": "http://cdn.fal.test",
+                                                         "image_redirect_to": "http://169.254.169.254/meta-data"},
+         download.ImageFetchError, ("link-local address (169.254.169.254)", "nothing was fetched"), env=PUBLIC_BASE,
+         never_fetched="meta-data"),
 ]
 
 
@@ -168,7 +185,7 @@ async def test_fault(
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, httpx included
     for name, value in case.env.items():
-        monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name, fake_fal.url if value == FAKE_URL else value)
     faults = dict(case.faults)
     if faults.get("retry_after") == RETRY_AFTER_DATE:
         faults["retry_after"] = formatdate(time.time() + 2, usegmt=True)
@@ -210,6 +227,8 @@ async def test_fault(
         assert not [text for text in seen if secret in text], "the key leaked"
     assert not [r for r in fake_fal.requests if r.kind == "file" and r.has_authorization]
     assert fake_fal.foreign_requests == []
+    if case.never_fetched:
+        assert not [r.path for r in fake_fal.requests if case.never_fetched in r.path]
 
 
 def test_the_matrix_covers_every_fault_the_fake_can_inject() -> None:
