@@ -10,8 +10,9 @@ run that ends early for any reason leaves its request for the next run to collec
 Before submitting, the caller asks the journal for an unfinished request with the same inputs that
 an earlier run left behind (`find_resumable`); that one is collected instead of paying again. When
 the user presses Cancel, or a limit passes, or the caller's task is cancelled, fal is asked to
-cancel the request. Submits (`submit`) and cancels run on the background loop (`background`), so
-they reach fal even when the caller stops waiting or its event loop ends.
+cancel the request. Submits (`submit`) and cancels (`cancels`) run on the background loop
+(`background`), so they reach fal even when the caller stops waiting or its event loop ends; a
+stopped request waits for its cancel only briefly, and the cancel goes on in the background.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from . import config
+from . import cancels, config
 from .aio import Deadline, until_cancelled
-from .background import worker
 from .client import lease
 from .config import Limits
 from .errors import (
@@ -40,7 +40,7 @@ from .journal import Journal
 from .plan import RequestEvents, RequestPlan
 from .queue import RESULT_TIMEOUT_S, FalQueue, QueueStatus, RequestHandle
 from .status_watch import wait_until_done
-from .submit import cancel_and_mark, submit
+from .submit import submit
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -66,7 +66,7 @@ async def run_request(queue: FalQueue, journal: Journal, plan: RequestPlan, limi
             value = await _follow(queue, journal, handle, limits, events, collect, cancel_on_stop=True,
                                   journalled=True)
         except BaseException:
-            journal.release(handle.request_id)
+            cancels.let_go(journal, handle.request_id)
             raise
         return Collected(value, handle.request_id)
 
@@ -148,14 +148,14 @@ async def _follow(queue: FalQueue, journal: Journal, handle: RequestHandle, limi
     sending: concurrent.futures.Future[bool] | None = None
 
     async def cancel_at_fal() -> bool:
-        """At most one cancel per request, sent from the background loop: it reaches fal even if this
-        task is cancelled or its event loop ends meanwhile."""
+        """At most one cancel per request, sent in the background (`cancels`): it reaches fal even if this
+        task is cancelled or its event loop ends meanwhile. True when fal accepted it within the brief wait."""
         nonlocal sending
         if not cancel_on_stop:
             return False
         if sending is None:
-            sending = worker().run(cancel_and_mark(queue, journal, handle))
-        return await asyncio.shield(asyncio.wrap_future(sending))
+            sending = cancels.cancel(queue, journal, handle)
+        return await cancels.briefly(sending)
 
     stopped = RequestCancelledError(
         "Cancelled by the user." if cancel_on_stop else

@@ -32,6 +32,9 @@ class ProcessState:
     following: set[str] = field(default_factory=set)
     # fal_transport.background: the loop thread that submits and cancels run on
     worker: Any = None
+    # fal_transport.cancels: the line of cancels on that loop, and the cancels not yet answered, by request id
+    canceller: Any = None
+    cancelling: dict[str, Any] = field(default_factory=dict)
     # fal_transport.jsonl: the folded view of each journal-like file, by path, and the lock of the views
     # (its own: reading a file under it must never hold up the event loop's short critical sections)
     jsonl_views: dict[str, Any] = field(default_factory=dict)
