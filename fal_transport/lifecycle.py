@@ -34,6 +34,7 @@ from .errors import (
     JobFailedError,
     NetworkError,
     RequestCancelledError,
+    RequestNotFoundError,
     ResultError,
 )
 from .journal import Journal
@@ -93,8 +94,10 @@ async def recover_request(queue: FalQueue, journal: Journal, handle: RequestHand
 
 async def find_resumable(queue: FalQueue, journal: Journal, plan: RequestPlan,
                          events: RequestEvents) -> RequestHandle | None:
-    """The handle of a journalled unfinished request with the same inputs that fal still knows, if any,
-    claimed for the caller (hand it to `run_request`, which collects it and costs nothing)."""
+    """The handle of a journalled unfinished request with the same inputs, if any, claimed for the caller
+    (hand it to `run_request`, which collects it and costs nothing). Only fal's own word drops it: a 404
+    (`lost`) or an error it ended with (`failed`). When fal cannot be asked now (a 5xx, the network, a
+    key it refused), the request is collected all the same: paying for it again would be the loss."""
     entry = await asyncio.to_thread(journal.claim_resumable, plan.endpoint, plan.fingerprint)
     if entry is None:
         for cut in await asyncio.to_thread(journal.uncertain, plan.endpoint, plan.fingerprint):
@@ -103,20 +106,23 @@ async def find_resumable(queue: FalQueue, journal: Journal, plan: RequestPlan,
         return None
     handle = queue.handle_for(plan.endpoint, entry.request_id)
     try:
-        status: QueueStatus | None = await queue.status(handle)
-    except FalError as exc:
+        status = await queue.status(handle)
+    except RequestNotFoundError as exc:  # only fal's 404 says the request is gone
         log.info("[Grok Imagine] journalled request %s is no longer available at fal (%s)", entry.request_id, exc)
         journal.mark(entry.request_id, "lost")
-        status = None
+        journal.release(entry.request_id)
+        return None
+    except FalError as exc:  # fal could not say now (a 5xx, the network, a key it refused): collect it anyway
+        log.info("[Grok Imagine] could not check journalled request %s at fal now (%s); collecting it",
+                 entry.request_id, exc)
     except BaseException:
         journal.release(entry.request_id)
         raise
-    if status is not None and status.failed:
-        journal.mark(entry.request_id, "failed")  # it ended with an error (or was cancelled): nothing to collect
-        status = None
-    if status is None:
-        journal.release(entry.request_id)
-        return None
+    else:
+        if status.failed:  # it ended with an error (or was cancelled): nothing to collect
+            journal.mark(entry.request_id, "failed")
+            journal.release(entry.request_id)
+            return None
     if events.on_resumed is not None:
         events.on_resumed(handle, "Collecting an earlier unfinished request with the same inputs")
     return handle
