@@ -38,7 +38,7 @@ from .queue import CANCEL_TIMEOUT_S, FalQueue, RequestHandle
 log = logging.getLogger("grok_imagine_fal")
 
 MAX_SENDING = 32  # cancels on their way to fal at once
-GRACE_S = 0.5  # how long a stopped request waits for fal's answer to its cancel before its node ends
+GRACE_S = 0.25  # how long a stopped request waits for fal's answer to its cancel before its node ends
 MIN_BACKOFF_S = 0.05
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0

@@ -9,6 +9,9 @@ the SSL context, which costs tens of milliseconds to build, is built once per pr
 Caps, per event loop (that is, per ComfyUI prompt, whatever its size):
 - `MAX_CONNECTIONS` open connections (to fal's queue, storage and CDN together);
 - `MAX_STREAMS` status streams; requests past it wait for a stream and poll meanwhile;
+- `MAX_POLLS` status checks in flight, so that the streams and the polls never want more connections
+  than there are: a request waiting for one in httpx's pool costs a rescan of every waiter whenever any
+  request starts or ends (with hundreds waiting, a Cancel of a long list took seconds to unwind);
 - `MAX_SUBMITS` submits in flight; the others wait their turn before anything is sent.
 """
 
@@ -30,6 +33,7 @@ USER_AGENT = "grok-imagine-fal (ComfyUI custom nodes)"
 MAX_CONNECTIONS = 64
 MAX_KEEPALIVE = 32
 MAX_STREAMS = 32
+MAX_POLLS = MAX_CONNECTIONS - MAX_STREAMS
 MAX_SUBMITS = 16
 MAX_REDIRECTS = 5
 ATTEMPT_TIMEOUT_S = 30.0
@@ -77,6 +81,7 @@ class LoopClient:
     client: httpx.AsyncClient
     streams: Slots = field(default_factory=lambda: Slots(MAX_STREAMS))
     submits: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_SUBMITS))
+    polls: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_POLLS))
     leases: int = 0
     pollers: int = 0  # requests following their status by polling now
 

@@ -132,7 +132,8 @@ async def _watch(queue: FalQueue, handle: RequestHandle, limits: Limits,
                 elif not first:
                     await asyncio.sleep(wait)
                 first = False
-                status = await queue.status(handle, Deadline(60.0))
+                async with loop_client.polls:  # never a crowd of waiters in httpx's pool (see client)
+                    status = await queue.status(handle, Deadline(60.0))
                 sink.put_nowait(status)
                 if status.state == "COMPLETED":
                     return
@@ -186,7 +187,9 @@ async def wait_until_done(
                 events.on_tick()
             await _check_stop(handle, limits, events, cancel, now, progress_at, running_since)
     finally:
-        watcher.cancel()
+        while not watcher.done():  # a status stream's read can let a cancel pass (httpcore/anyio): ask again
+            watcher.cancel()
+            await asyncio.wait({watcher}, timeout=TICK_S)
         await asyncio.gather(watcher, return_exceptions=True)
 
 
