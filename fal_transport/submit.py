@@ -68,8 +68,10 @@ async def submit(queue: FalQueue, journal: Journal, plan: RequestPlan, events: R
     try:
         handle = await until_cancelled(asyncio.shield(answer), events.should_cancel, _cancelled_while_submitting)
     except (RequestCancelledError, asyncio.CancelledError) as stop:
-        if not handoff.abandon():  # the answer had just arrived: cancel that request at fal (else the
-            cancels.cancel(queue, journal, future.result(timeout=10.0))  # background loop does, once fal answers)
+        # The background loop has the request cancelled once fal answers the submit; if that answer had
+        # just arrived, the request is cancelled from here.
+        if not handoff.abandon():
+            cancels.cancel(queue, journal, future.result(timeout=10.0))
         if isinstance(stop, asyncio.CancelledError):
             await _briefly(answer)  # stopped by its caller (another request of the run failed): let fal hear
         raise
