@@ -9,7 +9,7 @@ prints its figures and asserts nothing.
 
 Rows: 1 overhead beyond generation; 2 per-prompt cost vs a minimal client; 3 decoding vs plain
 Pillow; 4 batch pre-allocation on vs off; 5 concurrency; 6 peak memory; 7 a batch of 240 prompts; 8 what
-1,000 prompts waiting in fal's queue cost.
+1,000 prompts waiting in fal's queue cost; 9 Cancel of a list of 1,000 prompts.
 
     python bench/run.py --quick                                            # about a minute
     python bench/run.py --json bench/results.json --plot docs/bench.png    # a few minutes
@@ -65,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen-latency", type=float, help="the fake's generation time, s (default 1.0, quick 0.2)")
     parser.add_argument("--cdn-latency", type=float, default=0.02, help="delay before each image file, s (0.02)")
     parser.add_argument("--repeats", type=int, help="samples per figure (default 7, quick 3)")
-    parser.add_argument("--rows", default="12345678", help="the rows to run, e.g. 27 (default: all)")
+    parser.add_argument("--rows", default="123456789", help="the rows to run, e.g. 27 (default: all)")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, help="draw measured / target of every figure with a target to this PNG")
     parser.add_argument("--_memprobe", dest="memprobe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     import batch_row
+    import cancel_row
     import image_rows
     import node_rows
     import wait_row
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         step("6", "memory", lambda: image_rows.measure_memory(s, report))
         step("7", "batch", lambda: batch_row.measure_batch(root, s, report))
         step("8", "waiting", lambda: wait_row.measure_waiting(root, s, report))
+        step("9", "cancel", lambda: cancel_row.measure_cancel(root, s, report))
 
     m["load at end"] = os.getloadavg()
     elapsed = time.monotonic() - began

@@ -10,6 +10,9 @@ Caps, per event loop (that is, per ComfyUI prompt, whatever its size):
 - `MAX_CONNECTIONS` open connections (to fal's queue, storage and CDN together);
 - `MAX_STREAMS` status streams; requests past it wait for a stream and poll meanwhile, all of them
   together about `MAX_POLLS_PER_S` times a second at most, shared by queue position (`PollBudget`);
+- `MAX_POLLS` status checks in flight, so that the streams and the polls never want more connections
+  than there are: a request waiting for one in httpx's pool costs a rescan of every waiter whenever any
+  request starts or ends (with hundreds waiting, a Cancel of a long list took seconds to unwind);
 - `MAX_SUBMITS` submits in flight; the others wait their turn before anything is sent.
 """
 
@@ -34,6 +37,7 @@ MAX_CONNECTIONS = 64
 # handshake) per status check once the streams hold most of them (encode/httpcore#1000).
 MAX_KEEPALIVE = MAX_CONNECTIONS
 MAX_STREAMS = 32
+MAX_POLLS = MAX_CONNECTIONS - MAX_STREAMS
 MAX_SUBMITS = 16
 MAX_POLLS_PER_S = 20.0  # all polling requests of a loop together, at most (as long as none waits its slowest)
 POLL_FASTEST_S = 0.25  # between two polls of a request at the head of fal's queue, or running
@@ -125,6 +129,7 @@ class LoopClient:
     streams: Slots = field(default_factory=lambda: Slots(MAX_STREAMS))
     submits: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_SUBMITS))
     polls: PollBudget = field(default_factory=lambda: PollBudget(MAX_POLLS_PER_S))
+    polls_in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_POLLS))
     leases: int = 0
 
 

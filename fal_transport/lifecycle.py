@@ -10,8 +10,9 @@ run that ends early for any reason leaves its request for the next run to collec
 Before submitting, the caller asks the journal for an unfinished request with the same inputs that
 an earlier run left behind (`find_resumable`); that one is collected instead of paying again. When
 the user presses Cancel, or a limit passes, or the caller's task is cancelled, fal is asked to
-cancel the request. Submits (`submit`) and cancels run on the background loop (`background`), so
-they reach fal even when the caller stops waiting or its event loop ends.
+cancel the request. Submits (`submit`) and cancels (`cancels`) run on the background loop
+(`background`), so they reach fal even when the caller stops waiting or its event loop ends; a
+stopped request waits for its cancel only briefly, and the cancel goes on in the background.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from . import config
+from . import cancels, config
 from .aio import Deadline, until_cancelled
-from .background import worker
 from .client import lease
 from .config import Limits
 from .errors import (
@@ -34,13 +34,14 @@ from .errors import (
     JobFailedError,
     NetworkError,
     RequestCancelledError,
+    RequestNotFoundError,
     ResultError,
 )
 from .journal import Journal
 from .plan import RequestEvents, RequestPlan
 from .queue import RESULT_TIMEOUT_S, FalQueue, QueueStatus, RequestHandle
 from .status_watch import wait_until_done
-from .submit import cancel_and_mark, submit
+from .submit import submit
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -63,8 +64,13 @@ async def run_request(queue: FalQueue, journal: Journal, plan: RequestPlan, limi
     async with lease():
         handle = resumed or await submit(queue, journal, plan, events)
         with journal.following(handle.request_id) as claim:
-            value = await _follow(queue, journal, handle, limits, events, collect, cancel_on_stop=True,
-                                  journalled=True)
+            try:
+                value = await _follow(queue, journal, handle, limits, events, collect, cancel_on_stop=True,
+                                      journalled=True)
+            except BaseException:
+                if cancels.under_way(handle.request_id) is not None:
+                    claim.keep()  # the cancel under way releases it once fal answered
+                raise
             claim.keep()  # until the caller settles it
         return Collected(value, handle.request_id)
 
@@ -88,8 +94,10 @@ async def recover_request(queue: FalQueue, journal: Journal, handle: RequestHand
 
 async def find_resumable(queue: FalQueue, journal: Journal, plan: RequestPlan,
                          events: RequestEvents) -> RequestHandle | None:
-    """The handle of a journalled unfinished request with the same inputs that fal still knows, if any,
-    claimed for the caller (hand it to `run_request`, which collects it and costs nothing)."""
+    """The handle of a journalled unfinished request with the same inputs, if any, claimed for the caller
+    (hand it to `run_request`, which collects it and costs nothing). Only fal's own word drops it: a 404
+    (`lost`) or an error it ended with (`failed`). When fal cannot be asked now (a 5xx, the network, a
+    key it refused), the request is collected all the same: paying for it again would be the loss."""
     entry = await asyncio.to_thread(journal.claim_resumable, plan.endpoint, plan.fingerprint)
     if entry is None:
         for cut in await asyncio.to_thread(journal.uncertain, plan.endpoint, plan.fingerprint):
@@ -100,13 +108,17 @@ async def find_resumable(queue: FalQueue, journal: Journal, plan: RequestPlan,
     with journal.following(entry.request_id) as claim:
         try:
             status = await queue.status(handle)
-        except FalError as exc:
+        except RequestNotFoundError as exc:  # only fal's 404 says the request is gone
             log.info("[Grok Imagine] journalled request %s is no longer available at fal (%s)", entry.request_id, exc)
             journal.mark(entry.request_id, "lost")
             return None
-        if status.failed:
-            journal.mark(entry.request_id, "failed")  # it ended with an error (or was cancelled): nothing to collect
-            return None
+        except FalError as exc:  # fal could not say now (a 5xx, the network, a key it refused): collect it anyway
+            log.info("[Grok Imagine] could not check journalled request %s at fal now (%s); collecting it",
+                     entry.request_id, exc)
+        else:
+            if status.failed:  # it ended with an error (or was cancelled): nothing to collect
+                journal.mark(entry.request_id, "failed")
+                return None
         if events.on_resumed is not None:
             events.on_resumed(handle, "Collecting an earlier unfinished request with the same inputs")
         claim.keep()  # handed to the caller with the handle
@@ -139,14 +151,14 @@ async def _follow(queue: FalQueue, journal: Journal, handle: RequestHandle, limi
     sending: concurrent.futures.Future[bool] | None = None
 
     async def cancel_at_fal() -> bool:
-        """At most one cancel per request, sent from the background loop: it reaches fal even if this
-        task is cancelled or its event loop ends meanwhile."""
+        """At most one cancel per request, sent in the background (`cancels`): it reaches fal even if this
+        task is cancelled or its event loop ends meanwhile. True when fal accepted it within the brief wait."""
         nonlocal sending
         if not cancel_on_stop:
             return False
         if sending is None:
-            sending = worker().run(cancel_and_mark(queue, journal, handle))
-        return await asyncio.shield(asyncio.wrap_future(sending))
+            sending = cancels.cancel(queue, journal, handle)
+        return await cancels.briefly(sending)
 
     stopped = RequestCancelledError(
         "Cancelled by the user." if cancel_on_stop else

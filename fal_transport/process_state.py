@@ -36,6 +36,9 @@ class ProcessState:
     # fal_transport.state: this process's connection to the state database of each state directory, by path
     databases: dict[str, Any] = field(default_factory=dict)
     databases_lock: threading.Lock = field(default_factory=threading.Lock)
+    # fal_transport.cancels: the line of cancels on that loop, and the cancels not yet answered, by request id
+    canceller: Any = None
+    cancelling: dict[str, Any] = field(default_factory=dict)
     # fal_transport.ledger: what this process spent
     session_spend_usd: float = 0.0
     # fal_transport.billing: the last balance reading (or failed read) of each key, by a hash of the key

@@ -32,7 +32,7 @@ from .errors import (
     content_policy_error,
     error_from_response,
 )
-from .http import DEFAULT_RETRY, NO_RETRY, BodyTooLarge, send
+from .http import DEFAULT_RETRY, NO_RETRY, RETRY_STATUS_IDEMPOTENT, BodyTooLarge, retry_after_seconds, send
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -41,7 +41,7 @@ STATES: tuple[State, ...] = ("IN_QUEUE", "IN_PROGRESS", "COMPLETED")
 SUBMIT_TIMEOUT_S = 60.0
 STATUS_TIMEOUT_S = 30.0
 RESULT_TIMEOUT_S = 60.0
-CANCEL_TIMEOUT_S = 4.0
+CANCEL_TIMEOUT_S = 4.0  # one cancel attempt
 # The most of a result this pack reads. Sync mode puts the images in it as base64: 4 Grok images at 2k
 # as PNG are at most about 4 x 13 MB of pixels, 70 MB in base64, about half of this.
 MAX_RESULT_BYTES = 128 * 1024 * 1024
@@ -56,6 +56,16 @@ class RequestHandle:
     status_url: str
     response_url: str
     cancel_url: str
+
+
+@dataclass(frozen=True)
+class CancelAnswer:
+    """What fal answered to a cancel."""
+
+    accepted: bool  # fal stops the request (HTTP 202)
+    final: bool  # asking again would get the same answer (accepted, already completed, unknown, refused)
+    unknown: bool = False  # fal does not know the request (HTTP 404)
+    retry_after: float | None = None  # fal's own wait before asking again, when it gave one
 
 
 @dataclass(frozen=True)
@@ -224,14 +234,23 @@ class FalQueue:
             raise ResultError("fal returned a result that is not a JSON object.", request_id=handle.request_id)
         return data
 
-    async def cancel(self, handle: RequestHandle) -> bool:
-        """Ask fal to stop the request, within a few seconds whatever happens. Never raises; True when
-        fal accepted the cancel."""
+    async def cancel(self, handle: RequestHandle, deadline: Deadline | None = None) -> CancelAnswer:
+        """Ask fal once to stop the request, within `deadline` (`CANCEL_TIMEOUT_S` by default). Never
+        raises: an answer that may change when asked again (no answer, 408, 429, 5xx) is not `final`."""
         try:
-            response = await send("PUT", handle.cancel_url, what="cancelling", deadline=Deadline(CANCEL_TIMEOUT_S),
-                                  headers=self._headers())
+            response = await send("PUT", handle.cancel_url, what="cancelling",
+                                  deadline=deadline or Deadline(CANCEL_TIMEOUT_S), headers=self._headers(),
+                                  policy=NO_RETRY)
         except FalError as exc:
-            log.warning("[Grok Imagine] could not cancel fal request %s: %s", handle.request_id, exc)
-            return False
-        log.info("[Grok Imagine] fal request %s cancel: HTTP %d", handle.request_id, response.status_code)
-        return response.status_code == 202
+            log.debug("cancelling fal request %s: %s", handle.request_id, exc)
+            return CancelAnswer(accepted=False, final=False)
+        code = response.status_code
+        log.debug("fal request %s cancel: HTTP %d", handle.request_id, code)
+        if code < 300:
+            return CancelAnswer(accepted=True, final=True)
+        if code in RETRY_STATUS_IDEMPOTENT:
+            return CancelAnswer(accepted=False, final=False, retry_after=retry_after_seconds(response))
+        if code in (401, 403):
+            log.warning("[Grok Imagine] fal refused the key when cancelling request %s (HTTP %d)",
+                        handle.request_id, code)
+        return CancelAnswer(accepted=False, final=True, unknown=code == 404)

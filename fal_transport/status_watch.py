@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import httpx
 
 from . import config
-from .aio import Deadline, watching
+from .aio import TICK_S, Deadline, watching
 from .client import LoopClient, lease
 from .config import Limits
 from .errors import FalTimeoutError, RequestCancelledError
@@ -228,7 +228,8 @@ async def _watch(queue: FalQueue, handle: RequestHandle, limits: Limits,
                 elif not first:
                     await asyncio.sleep(wait)
                 first = False
-                status = await queue.status(handle, Deadline(60.0))
+                async with loop_client.polls_in_flight:  # never a crowd of waiters in httpx's pool (see client)
+                    status = await queue.status(handle, Deadline(60.0))
                 deliver(status)
                 if status.state == "COMPLETED":
                     return
@@ -299,8 +300,9 @@ async def wait_until_done(
                                   running_since)
     finally:
         for task in (watcher, getter):
-            if task is not None:
+            while task is not None and not task.done():  # a stream's read can let a cancel pass (httpcore/anyio)
                 task.cancel()
+                await asyncio.wait({task}, timeout=TICK_S)
         await asyncio.gather(*(t for t in (watcher, getter) if t is not None), return_exceptions=True)
 
 

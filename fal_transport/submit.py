@@ -12,17 +12,16 @@ import asyncio
 import logging
 import threading
 
-from .aio import until_cancelled
+from . import cancels
+from .aio import Deadline, until_cancelled
 from .background import worker
 from .client import lease
 from .errors import FalError, RequestCancelledError, SubmitUncertainError
 from .journal import Journal
 from .plan import RequestEvents, RequestPlan
-from .queue import CANCEL_TIMEOUT_S, FalQueue, RequestHandle
+from .queue import FalQueue, RequestHandle
 
 log = logging.getLogger("grok_imagine_fal")
-
-CANCEL_BUDGET_S = CANCEL_TIMEOUT_S + 1.0  # a slow submit's answer, then its cancel
 
 
 def cancelled_before_sending() -> RequestCancelledError:
@@ -69,15 +68,12 @@ async def submit(queue: FalQueue, journal: Journal, plan: RequestPlan, events: R
     try:
         handle = await until_cancelled(asyncio.shield(answer), events.should_cancel, _cancelled_while_submitting)
     except (RequestCancelledError, asyncio.CancelledError) as stop:
-        if handoff.abandon():  # the background loop cancels the request once fal answers the submit
-            cancelling: asyncio.Future[object] = answer
-        else:  # the answer had just arrived: cancel that request at fal
-            handle = future.result(timeout=10.0)
-            journal.release(handle.request_id)
-            cancelling = asyncio.wrap_future(worker().run(cancel_and_mark(queue, journal, handle)))
-            cancelling.add_done_callback(_retrieved)
+        # The background loop has the request cancelled once fal answers the submit; if that answer had
+        # just arrived, the request is cancelled from here.
+        if not handoff.abandon():
+            cancels.cancel(queue, journal, future.result(timeout=10.0))
         if isinstance(stop, asyncio.CancelledError):
-            await _briefly(cancelling)  # stopped by its caller (another request of the run failed): let fal hear
+            await _briefly(answer)  # stopped by its caller (another request of the run failed): let fal hear
         raise
     if events.on_submitted is not None:
         events.on_submitted(handle)
@@ -90,10 +86,16 @@ def _retrieved(done: asyncio.Future[object]) -> None:
         done.exception()
 
 
-async def _briefly(cancelling: asyncio.Future[object]) -> None:
-    """Wait, within fal's cancel budget, for a handed-off cancel to reach fal, so that the run's error
-    comes after it. The user's Cancel does not wait: it stops the node at once."""
-    await asyncio.wait({cancelling}, timeout=CANCEL_BUDGET_S)
+async def _briefly(answer: asyncio.Future[RequestHandle]) -> None:
+    """Wait briefly (`cancels.GRACE_S` in all) for fal's answer to a stopped submit, then for fal's answer
+    to its cancel, so that the run's error comes after them. The user's Cancel does not wait: it stops
+    the node at once."""
+    grace = Deadline(cancels.GRACE_S)
+    await asyncio.wait({answer}, timeout=grace.remaining())
+    if answer.done() and not answer.cancelled() and answer.exception() is None:
+        cancelling = cancels.under_way(answer.result().request_id)
+        if cancelling is not None:
+            await cancels.briefly(cancelling, max(0.0, grace.remaining()))
 
 
 async def _submit_in_background(queue: FalQueue, journal: Journal, plan: RequestPlan,
@@ -122,15 +124,8 @@ async def _submit_in_background(queue: FalQueue, journal: Journal, plan: Request
     if not taken:
         log.info("[Grok Imagine] a submit stopped by Cancel reached fal as request %s; cancelling it there",
                  handle.request_id)
-        await cancel_and_mark(queue, journal, handle)
+        cancels.cancel(queue, journal, handle)
     return handle
-
-
-async def cancel_and_mark(queue: FalQueue, journal: Journal, handle: RequestHandle) -> bool:
-    accepted = await queue.cancel(handle)
-    if accepted:
-        journal.mark(handle.request_id, "cancelled")
-    return accepted
 
 
 def _accepted(plan: RequestPlan, request_id: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 
-from ..fal_transport import config
+from ..fal_transport import cancels, config
 from ..fal_transport.aio import until_cancelled
 from ..fal_transport.billing import check_can_pay
 from ..fal_transport.client import lease
@@ -143,7 +143,7 @@ async def generate(call: GrokCall, member: BatchMember) -> Generation:
         except BaseException:
             for handle in resumed:  # claims of parts that never got to run (their own runs release theirs)
                 if handle is not None and handle.request_id not in run.member.batch.collected:
-                    run.journal.release(handle.request_id)
+                    cancels.let_go(run.journal, handle.request_id)
             for p in progress:
                 if p.stage != "done":
                     p.failed()

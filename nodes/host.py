@@ -1,15 +1,17 @@
 """ComfyUI host hooks, imported lazily so everything below the nodes runs (and tests) without ComfyUI.
 
 Only ComfyUI's long-stable surface is touched: `comfy.model_management` interrupt calls,
-`comfy.utils.ProgressBar`, `folder_paths` and `server.PromptServer.instance`.
+`comfy.utils.ProgressBar` (or 0.38's `comfy_api.latest.ComfyAPI().execution.set_progress`),
+`folder_paths` and `server.PromptServer.instance`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -71,15 +73,63 @@ def send_progress_text(node_id: str | None, text: str) -> None:
         log.debug("progress text not sent", exc_info=True)
 
 
-def progress_bar(total: int, node_id: str | None) -> Any | None:
-    """A `comfy.utils.ProgressBar` for the node, or None outside ComfyUI."""
-    utils = _module("comfy.utils")
-    if utils is None:
+class ProgressBar:
+    """A node's progress bar in ComfyUI; updates are a no-op outside ComfyUI.
+
+    Where ComfyUI offers `ComfyAPI().execution.set_progress` (0.38 and later), the bar moves through it.
+    Otherwise it is `comfy.utils.ProgressBar`, whose hook raises ComfyUI's interrupt when the user
+    pressed Cancel AND clears ComfyUI's interrupt flag: every other list item of the node, and every
+    other request, would then never see the Cancel. So the interrupt is caught and the flag set again
+    (as ComfyUI's own API nodes do): each waiting request sees the Cancel at its next look and stops.
+    """
+
+    def __init__(self, total: int, node_id: str | None) -> None:
+        self.total, self.node_id = total, node_id
+        self._bar: Any = None
+        self._updates: set[asyncio.Task[None]] = set()
+
+    def update(self, value: int) -> None:
+        set_progress = _set_progress()
+        if set_progress is not None and self.node_id is not None:
+            try:
+                update = asyncio.get_running_loop().create_task(
+                    set_progress(value, self.total, node_id=self.node_id))
+            except RuntimeError:  # no running loop: progress is cosmetic
+                return
+            self._updates.add(update)
+            update.add_done_callback(self._updated)
+            return
+        mm = _module("comfy.model_management")
+        utils = _module("comfy.utils")
+        if mm is None or utils is None:
+            return
+        if self._bar is None:
+            try:
+                self._bar = utils.ProgressBar(self.total, node_id=self.node_id)
+            except TypeError:  # older ComfyUI without node_id
+                self._bar = utils.ProgressBar(self.total)
+        try:
+            self._bar.update_absolute(value, self.total)
+        except mm.InterruptProcessingException:  # the hook took the user's Cancel: give it back to everyone
+            mm.interrupt_current_processing()
+
+    def _updated(self, update: asyncio.Task[None]) -> None:
+        self._updates.discard(update)
+        if not update.cancelled() and update.exception() is not None:
+            log.debug("progress not shown", exc_info=update.exception())
+
+
+def _set_progress() -> Callable[..., Awaitable[None]] | None:
+    """ComfyUI 0.38's `ComfyAPI().execution.set_progress`, or None where it does not exist (0.3.x)."""
+    latest = _module("comfy_api.latest")
+    api = getattr(latest, "ComfyAPI", None)
+    if api is None:
         return None
     try:
-        return utils.ProgressBar(total, node_id=node_id)
-    except TypeError:  # older ComfyUI without node_id
-        return utils.ProgressBar(total)
+        return getattr(getattr(api(), "execution", None), "set_progress", None)
+    except Exception:  # an API this pack does not know: fall back to the progress bar
+        log.debug("ComfyAPI not usable for progress", exc_info=True)
+        return None
 
 
 def folder_paths() -> ModuleType | None:

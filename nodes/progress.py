@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from ..fal_transport.queue import QueueStatus, RequestHandle
 from . import host
@@ -35,7 +35,7 @@ class NodeProgress:
         self.node_id = node_id
         self.prompts = 0  # list items of this node running now (1 without a list)
         self.requests: list[RequestProgress] = []
-        self._bar: Any = None
+        self._bar: host.ProgressBar | None = None
         self._bar_value = -1
         self._rendered_at = 0.0
 
@@ -76,9 +76,8 @@ class NodeProgress:
         if value <= self._bar_value:
             return
         if self._bar is None:
-            self._bar = host.progress_bar(_BAR_TOTAL, self.node_id)
-        if self._bar is not None:
-            self._bar.update_absolute(value, _BAR_TOTAL)
+            self._bar = host.ProgressBar(_BAR_TOTAL, self.node_id)
+        self._bar.update(value)
         self._bar_value = value
 
 

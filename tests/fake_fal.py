@@ -209,7 +209,8 @@ What the fake records
 once); `connections_opened` (TCP connections to the fake accepted since the last reset);
 `job_times()` (per job ``submitted_at``/``started_at``/``completed_at`` in seconds since
 `FakeFal.epoch`, None when not yet). `reset()` clears them; the high-water marks restart from what
-is open now.
+is open now. `wait_for(condition, timeout)` blocks until a condition on them holds, looking again
+after every accepted submit and every cancel (tests synchronise on it rather than sleep).
 
 Control endpoints (no auth, never recorded): ``POST /_fake/faults`` (JSON object of fault
 fields to set), ``GET /_fake/faults``, ``POST /_fake/reset``, ``GET /_fake/log`` (`log_json`:
@@ -240,7 +241,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
@@ -1562,6 +1563,7 @@ class FakeFal:
         self._port = port
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # notified on cancels, completions by hand, resets
+        self._recorded = threading.Condition(self._lock)  # notified on every accepted submit and every cancel
         self._version = 0  # bumped with every notification of `_changed`
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -1708,6 +1710,13 @@ class FakeFal:
         """Every POST that looked like a submit, accepted or not."""
         with self._lock:
             return [r for r in self.requests if r.kind == "submit"]
+
+    def wait_for(self, condition: Callable[[FakeFal], bool], timeout: float) -> bool:
+        """Block until `condition(self)` holds (looked at under the lock, after every accepted submit and
+        every cancel), or `timeout` seconds pass; answers whether it holds. From an event loop, call it in
+        a thread: ``await asyncio.to_thread(fake.wait_for, lambda f: len(f.cancels) == 3, 10)``."""
+        with self._lock:
+            return self._recorded.wait_for(lambda: condition(self), timeout)
 
     def requests_of(self, kind: str) -> list[RecordedRequest]:
         with self._lock:
@@ -1937,6 +1946,7 @@ class FakeFal:
             self.jobs[rid] = job
             self.submits.append(rec)
             rec.outcome, rec.request_id = "accepted", rid
+            self._recorded.notify_all()
             if not job.stuck_in_queue:  # a stuck job never gets near the account queue
                 self._waiting.append(job)
                 self._waiting_seqs.append(job.seq)
@@ -2155,6 +2165,7 @@ class FakeFal:
         """Record a cancel; True when the job was still running (and is now cancelled)."""
         with self._lock:
             self.cancels.append(job.request_id)
+            self._recorded.notify_all()
             now = time.monotonic()
             if self._advance(job, now)[0] == COMPLETED:
                 return False

@@ -86,12 +86,13 @@ async def test_one_failing_request_of_a_batch_stops_the_others_at_fal(fake_fal: 
     assert len(fake_fal.submits) == 1 and fake_fal.cancels == [fake_fal.submits[0].request_id]
 
 
-async def test_a_request_still_on_its_way_when_another_fails_is_cancelled_before_the_node_fails(
+async def test_a_request_still_on_its_way_when_another_fails_is_cancelled_at_fal_once_fal_answers(
         fake_fal: FakeFal) -> None:
     errors = pack_module("fal_transport.errors")
     fake_fal.faults.submit_status = [400, 400]  # refused at once...
     fake_fal.faults.submit_delay = 1.0  # ...while fal's answer to the accepted one is still on its way
     fake_fal.faults.run_time = 5
     with pytest.raises(errors.FalError):
-        await run_node(Node, **INPUTS, num_images=12)
+        await run_node(Node, **INPUTS, num_images=12)  # the node fails without waiting for that answer
+    assert await asyncio.to_thread(fake_fal.wait_for, lambda f: len(f.cancels) == 1, 10)
     assert len(fake_fal.submits) == 1 and fake_fal.cancels == [fake_fal.submits[0].request_id]

@@ -118,6 +118,29 @@ async def test_a_journalled_request_fal_no_longer_knows_is_marked_lost_and_a_new
     assert journal().entries()["00000000-dead-beef-0000-000000000000"].state == "lost"
 
 
+async def test_a_finished_request_is_collected_even_when_fals_status_check_failed_six_times_in_a_row(
+    fake_fal: FakeFal
+) -> None:
+    request_id = await submit_and_stop(fal_arguments())
+    fake_fal.faults.update({"status_status": [503] * 6, "retry_after": "0"})  # a passing outage, not "gone"
+    images, _, urls = await run_node(Node, **INPUTS)
+    assert len(fake_fal.submits) == 1 and request_id in urls and images.shape[0] == 2
+    assert journal().entries()[request_id].state == "collected"
+
+
+async def test_a_finished_request_survives_a_run_with_a_mistyped_key_and_is_collected_once_the_key_is_fixed(
+    fake_fal: FakeFal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request_id = await submit_and_stop(fal_arguments())
+    monkeypatch.setenv("FAL_KEY", TEST_KEY.replace("secret", "secrte"))  # fal answers 401
+    with pytest.raises(errors.AuthenticationError):
+        await run_node(Node, **INPUTS)
+    assert journal().entries()[request_id].state == "submitted"
+    monkeypatch.setenv("FAL_KEY", TEST_KEY)
+    images, _, urls = await run_node(Node, **INPUTS)
+    assert len(fake_fal.submits) == 1 and request_id in urls and images.shape[0] == 2
+
+
 # ---- Grok Imagine Result (fal)
 
 

@@ -182,6 +182,41 @@ def test_an_interrupt_cancels_the_request_at_fal_and_ends_the_prompt_interrupted
     assert "execution_interrupted" in messages and "execution_error" not in messages
 
 
+def prompt_list_batch(count: int) -> dict[str, Any]:
+    """A Prompt List of `count` prompts into one Grok Image node, previewed."""
+    lines = "\n".join(f"cancel probe {time.time_ns()} number {i}" for i in range(count))
+    return {
+        "1": {"class_type": "FalGrokImaginePromptList", "inputs": {"prompts": lines}},
+        "2": {"class_type": "FalGrokImagineImage",
+              "inputs": {"prompt": ["1", 0], "num_images": 1, "aspect_ratio": "1:1", "resolution": "1k",
+                         "output_format": "jpeg", "sync_mode": False, "seed": 0}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+
+
+def test_an_interrupt_of_a_long_prompt_list_cancels_every_request_at_fal_and_ends_the_prompt_at_once(
+    comfy: ComfyServer, fal: FakeFal
+) -> None:
+    # The account runs two at a time and nothing finishes: all but two of the requests wait in fal's queue.
+    count = 60
+    fal.faults.update({"account_concurrency": 2, "never_complete": True})
+    prompt_id = comfy.queue(prompt_list_batch(count))
+    assert fal.wait_for(lambda f: len(f.submits) == count, 60), f"{len(fal.submits)} of {count} submitted"
+    interrupted_at = time.monotonic()
+    comfy.post("/interrupt", {})
+    entry = comfy.wait(prompt_id, timeout=60)
+    ended = time.monotonic() - interrupted_at
+    accepted = {s.request_id for s in fal.submits}
+    assert fal.wait_for(lambda f: accepted <= set(f.cancels), 30), (
+        f"{len(accepted & set(fal.cancels))} of {count} accepted requests were cancelled at fal")
+    reached = max(r.time for r in fal.requests if r.kind == "cancel") - interrupted_at
+    print(f"{count} prompts: the prompt ended {ended:.2f} s after the interrupt; the last cancel reached fal "
+          f"{reached:.2f} s after it")
+    messages = [kind for kind, _ in entry["status"]["messages"]]
+    assert "execution_interrupted" in messages and "execution_error" not in messages
+    assert ended < 5.0, f"the prompt took {ended:.1f} s to end"
+
+
 def test_the_key_status_and_price_routes_answer_inside_comfyui_without_the_key(comfy: ComfyServer) -> None:
     for prefix in ("", "/api"):  # ComfyUI serves custom routes under both
         status = comfy.get(f"{prefix}/grok_imagine/key")
