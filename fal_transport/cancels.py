@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .aio import Deadline
-from .background import Worker, worker
+from .http import Worker, worker
 from .journal import Journal
 from .process_state import current
 from .queue import CANCEL_TIMEOUT_S, FalQueue, RequestHandle

@@ -57,12 +57,21 @@ class SpendTotals:
                 "limit_source": self.limit_source, "recent": self.recent}
 
 
-def _record(db: sqlite3.Connection, request_id: str, endpoint: str, images: int, references: int,
-            price_usd: float | None) -> None:
+@dataclass(frozen=True)
+class Spend:
+    """What one accepted request costs, as the ledger records it: its price, the images it makes (or, for a
+    video, its seconds) and the input images it sends."""
+
+    price_usd: float
+    images: int
+    references: int
+
+
+def _record(db: sqlite3.Connection, request_id: str, endpoint: str, spend: Spend) -> None:
     now = time.time()
     db.execute("INSERT OR IGNORE INTO spend (request_id, endpoint, images, refs, price_usd, at, day) "
                "VALUES (?, ?, ?, ?, ?, ?, date(?, 'unixepoch', 'localtime'))",
-               (request_id, endpoint, images, references, price_usd, now, now))
+               (request_id, endpoint, spend.images, spend.references, spend.price_usd, now, now))
 
 
 class Ledger:
@@ -139,9 +148,9 @@ class Ledger:
         return Reservation(self, reservation_id)
 
 
-def _add_to_session(price_usd: float | None) -> None:
+def _add_to_session(price_usd: float) -> None:
     with current().lock:
-        current().session_spend_usd += price_usd or 0.0
+        current().session_spend_usd += price_usd
 
 
 @dataclass
@@ -151,14 +160,14 @@ class Reservation:
     ledger: Ledger
     reservation_id: int
 
-    def charge(self, request_id: str, endpoint: str, *, images: int, references: int, price_usd: float | None) -> None:
+    def charge(self, request_id: str, endpoint: str, spend: Spend) -> None:
         """The request was accepted: its price moves from reserved to recorded in one transaction, never absent
         from both nor counted in both."""
         with database(self.ledger.directory).write() as db:
-            _record(db, request_id, endpoint, images, references, price_usd)
+            _record(db, request_id, endpoint, spend)
             db.execute("UPDATE reservations SET usd = MAX(0, usd - ?) WHERE id = ?",
-                       (price_usd or 0.0, self.reservation_id))
-        _add_to_session(price_usd)
+                       (spend.price_usd, self.reservation_id))
+        _add_to_session(spend.price_usd)
 
     def release(self) -> None:
         """The run ended: what it did not spend is no longer set aside."""

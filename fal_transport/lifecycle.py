@@ -1,18 +1,21 @@
-"""One request's whole life at fal: submit (or resume from the journal), follow, fetch, collect.
+"""One request's whole life at fal, as one object (`FalRequest`): find an earlier one, submit, follow,
+fetch the result, cancel, settle.
 
-Driven by callbacks, so it runs (and is tested) without ComfyUI: `RequestEvents` tells the caller
-what happens and asks it whether the user pressed Cancel; `collect` turns the result into whatever
-the caller wants (downloaded, decoded images). The journal records every state on the way, so a
-run that ends early for any reason leaves its request for the next run to collect:
+A `FalRequest` carries what it needs, as fal's own clients give a handle its own `status()` and
+`cancel()`: what to send (a typed `Payload` of a model family), the queue and the journal it goes
+through, its time limits, whom it tells as it moves on (`RequestEvents`), and the spend reservation
+its price is charged to once fal accepts it. The journal records every state on the way, so a run
+that ends early for any reason leaves the request for the next run to collect:
 
     submitting -> submitted -> completed -> collected (`settle`)   (and failed / cancelled / lost / uncertain)
 
-Before submitting, the caller asks the journal for an unfinished request with the same inputs that
-an earlier run left behind (`find_resumable`); that one is collected instead of paying again. When
-the user presses Cancel, or a limit passes, or the caller's task is cancelled, fal is asked to
-cancel the request. Submits (`submit`) and cancels (`cancels`) run on the background loop
-(`background`), so they reach fal even when the caller stops waiting or its event loop ends; a
-stopped request waits for its cancel only briefly, and the cancel goes on in the background.
+Before submitting, a request asks the journal for an unfinished one with the same inputs that an
+earlier run left behind (`find_earlier`); that one is collected instead of paying again. When the
+user presses Cancel, or a limit passes, or the caller's task is cancelled, fal is asked to cancel
+the request (`cancels`). Submits and cancels run on the background loop (`http.worker`), so they
+reach fal even when the caller stops waiting or its event loop ends: a stopped submit's answer is
+journalled and cancelled at fal once it arrives, so nothing is paid twice (the next run sees the
+request cancelled) and nothing is lost (a request whose cancel came too late stays in the journal).
 """
 
 from __future__ import annotations
@@ -20,14 +23,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from . import cancels, config
 from .aio import Deadline, until_cancelled
-from .client import lease
-from .config import Limits
 from .errors import (
     ContentPolicyError,
     FalError,
@@ -36,43 +38,277 @@ from .errors import (
     RequestCancelledError,
     RequestNotFoundError,
     ResultError,
+    SubmitUncertainError,
 )
-from .journal import Journal
-from .plan import RequestEvents, RequestPlan
+from .http import lease, worker
+from .journal import Journal, JournalState
+from .ledger import Reservation, Spend
 from .queue import RESULT_TIMEOUT_S, FalQueue, QueueStatus, RequestHandle
-from .status_watch import wait_until_done
-from .submit import submit
+from .status_watch import WaitEvents, wait_until_done
 
 log = logging.getLogger("grok_imagine_fal")
 
-T = TypeVar("T")
-Collect = Callable[[RequestHandle, dict[str, Any]], Awaitable[T]]
+
+class Payload(Protocol):
+    """What a request asks of fal: a typed, frozen request of one model family (see `nodes.grok_api`)."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def sync_mode(self) -> bool: ...
+
+    def body(self) -> dict[str, Any]:
+        """The JSON fal receives."""
+        ...
+
+    def fingerprint(self) -> str:
+        """What the journal knows the request by: the same inputs give the same fingerprint."""
+        ...
+
+    def spend(self) -> Spend:
+        """What the request costs once fal accepts it."""
+        ...
 
 
-@dataclass(frozen=True)
-class Collected(Generic[T]):
-    value: T
-    request_id: str
+@dataclass
+class RequestEvents(WaitEvents):
+    """What the caller is told as the request moves on (all optional)."""
+
+    on_submitted: Callable[[RequestHandle], None] | None = None
+    on_resumed: Callable[[RequestHandle, str], None] | None = None
 
 
-async def run_request(queue: FalQueue, journal: Journal, plan: RequestPlan, limits: Limits, events: RequestEvents,
-                      collect: Collect[T], resumed: RequestHandle | None = None) -> Collected[T]:
-    """Submit `plan` and collect it; or collect `resumed` (from `find_resumable`) instead of submitting.
+def cancelled_before_sending() -> RequestCancelledError:
+    return RequestCancelledError("Cancelled by the user before the request was sent; nothing was paid.")
 
-    A collected request stays `completed` and claimed by this process until the caller `settle`s it:
-    a node whose other work failed leaves it for the next run to collect, free."""
-    async with lease():
-        handle = resumed or await submit(queue, journal, plan, events)
-        with journal.following(handle.request_id) as claim:
+
+def _cancelled_while_submitting() -> RequestCancelledError:
+    return RequestCancelledError(
+        "Cancelled by the user while the submit was on its way. If fal accepted it, it is cancelled there as "
+        "soon as fal answers; the request journal records what fal answered.")
+
+
+@dataclass
+class FalRequest:
+    """One request at fal: a new one (`payload`) or an earlier one known by its handle (`recovering`)."""
+
+    payload: Payload | None
+    queue: FalQueue
+    journal: Journal
+    limits: config.Limits
+    events: RequestEvents = field(default_factory=RequestEvents)
+    reservation: Reservation | None = None  # charged when fal accepts a new request
+    handle: RequestHandle | None = None
+    recovering: bool = False  # loaded by its id: never submitted, never cancelled, marked collected when done
+    _sending: concurrent.futures.Future[bool] | None = field(default=None, repr=False)
+    _journalled: bool = field(default=True, repr=False)  # a request loaded by its id may be unknown to the journal
+
+    @classmethod
+    def by_id(cls, queue: FalQueue, journal: Journal, limits: config.Limits, events: RequestEvents, endpoint: str,
+              request_id: str) -> FalRequest:
+        """An earlier request, to load by its id (the Result node): Cancel only stops the waiting."""
+        return cls(None, queue, journal, limits, events, handle=queue.handle_for(endpoint, request_id),
+                   recovering=True)
+
+    @property
+    def request_id(self) -> str:
+        return self.handle.request_id if self.handle is not None else ""
+
+    # ---- before sending
+    async def find_earlier(self) -> bool:
+        """Take over a journalled unfinished request with the same inputs, if any (claimed for this process;
+        collecting it costs nothing). Only fal's own word drops one: a 404 (`lost`) or an error it ended with
+        (`failed`). When fal cannot be asked now (a 5xx, the network, a key it refused), it is collected all the
+        same: paying for it again would be the loss."""
+        assert self.payload is not None and self.handle is None
+        endpoint, fingerprint = self.payload.endpoint, self.payload.fingerprint()
+        entry = await asyncio.to_thread(self.journal.claim_resumable, endpoint, fingerprint)
+        if entry is None:
+            for cut in await asyncio.to_thread(self.journal.uncertain, endpoint, fingerprint):
+                log.warning("[Grok Imagine] an earlier submit of these inputs to %s was cut off before fal answered; "
+                            "fal may have run it under an id nobody learnt (check fal's request history)", cut.endpoint)
+            return False
+        handle = self.queue.handle_for(endpoint, entry.request_id)
+        with self.journal.following(entry.request_id) as claim:
             try:
-                value = await _follow(queue, journal, handle, limits, events, collect, cancel_on_stop=True,
-                                      journalled=True)
-            except BaseException:
-                if cancels.under_way(handle.request_id) is not None:
-                    claim.keep()  # the cancel under way releases it once fal answered
+                status = await self.queue.status(handle)
+            except RequestNotFoundError as exc:  # only fal's 404 says the request is gone
+                log.info("[Grok Imagine] journalled request %s is no longer available at fal (%s)", entry.request_id,
+                         exc)
+                self.journal.mark(entry.request_id, "lost")
+                return False
+            except FalError as exc:  # fal could not say now: collect it anyway
+                log.info("[Grok Imagine] could not check journalled request %s at fal now (%s); collecting it",
+                         entry.request_id, exc)
+            else:
+                if status.failed:  # it ended with an error (or was cancelled): nothing to collect
+                    self.journal.mark(entry.request_id, "failed")
+                    return False
+            if self.events.on_resumed is not None:
+                self.events.on_resumed(handle, "Collecting an earlier unfinished request with the same inputs")
+            claim.keep()  # until `settle` or `release`
+        self.handle = handle
+        return True
+
+    # ---- the result
+    async def result(self) -> dict[str, Any]:
+        """fal's result JSON: the request is submitted unless it has a handle already, then followed and
+        fetched. A request collected this way stays `completed` and claimed by this process until the caller
+        `settle`s it (or `release`s it: a node whose other work failed leaves it for the next run, free)."""
+        async with lease():
+            if self.recovering:
+                assert self.handle is not None
+                if self.events.on_resumed is not None:
+                    self.events.on_resumed(self.handle, "Loading a finished request from fal")
+                return await self._follow()
+            if self.handle is None:
+                self.handle = await self._submit()
+            with self.journal.following(self.handle.request_id) as claim:
+                try:
+                    data = await self._follow()
+                except BaseException:
+                    if cancels.under_way(self.handle.request_id) is not None:
+                        claim.keep()  # the cancel under way releases it once fal answered
+                    raise
+                claim.keep()
+            return data
+
+    def settle(self, *, used: bool) -> None:
+        """The caller is done with the request: `used` marks it `collected` (never collected again); otherwise
+        it stays `completed` for the next run with the same inputs."""
+        if not self.recovering:
+            settle(self.journal, [self.request_id], used=used)
+        elif used and self._journalled:
+            self.journal.mark(self.request_id, "collected")
+
+    def release(self) -> None:
+        """This process no longer follows the request (unless a cancel of it is under way, which releases it
+        once fal answered)."""
+        if self.handle is not None and not self.recovering:
+            cancels.let_go(self.journal, self.handle.request_id)
+
+    # ---- at fal
+    async def status(self) -> QueueStatus:
+        assert self.handle is not None
+        return await self.queue.status(self.handle)
+
+    async def cancel(self) -> bool:
+        """Have fal cancel the request, once, in the background (`cancels`): it reaches fal even if this task is
+        cancelled or its event loop ends meanwhile. True when fal accepted it within a brief wait. A request
+        loaded by its id is never cancelled."""
+        if self.recovering or self.handle is None:
+            return False
+        if self._sending is None:
+            self._sending = cancels.cancel(self.queue, self.journal, self.handle)
+        return await cancels.briefly(self._sending)
+
+    # ---- inside
+    def _mark(self, state: JournalState) -> None:
+        if not self.recovering or self._journalled:
+            self.journal.mark(self.request_id, state)
+
+    async def _follow(self) -> dict[str, Any]:
+        """Wait for the request and fetch its result, keeping the journal's state of it current."""
+        assert self.handle is not None
+        if self.recovering:
+            self._journalled = await asyncio.to_thread(self.journal.entry, self.request_id) is not None
+        stopped = RequestCancelledError(
+            "Stopped waiting for the request (it was not cancelled at fal; load it again later)." if self.recovering
+            else "Cancelled by the user.", request_id=self.request_id)
+        try:
+            final = await wait_until_done(self.queue, self.handle, self.limits, self.events, self.cancel)
+        except asyncio.CancelledError:
+            await self.cancel()  # the caller's task was cancelled: do not leave fal working for nobody
+            raise
+        except RequestCancelledError as exc:
+            raise (stopped if self.recovering else exc) from None
+        self._mark("failed" if final.failed else "completed")
+        try:
+            return await until_cancelled(self._fetch_result(final), self.events.should_cancel, lambda: stopped)
+        except (JobFailedError, ContentPolicyError):
+            self._mark("failed")
+            raise
+
+    async def _fetch_result(self, final: QueueStatus) -> dict[str, Any]:
+        """The result, within what the run limit leaves (a body that trickles in cannot hold the node)."""
+        assert self.handle is not None
+        seconds = min(RESULT_TIMEOUT_S, self.limits.run_timeout)
+        try:
+            return await self.queue.result(self.handle, final, Deadline(seconds))
+        except NetworkError as exc:
+            raise ResultError(
+                f"fal's result did not arrive whole within {seconds:g} s ({config.RUN_TIMEOUT_ENV}): {exc.reason} "
+                "The request stays collectable: the next run with the same inputs, or the Result node, loads it.",
+                request_id=self.request_id,
+            ) from exc
+
+    async def _submit(self) -> RequestHandle:
+        """Submit on the background loop, and wait for the answer here, or stop waiting within a tick when the
+        user presses Cancel (the background loop then cancels the request once fal answers)."""
+        if self.events.should_cancel is not None and self.events.should_cancel():
+            raise cancelled_before_sending()
+        handoff = _Handoff()
+        future = worker().run(self._submit_in_background(handoff))
+        answer = asyncio.wrap_future(future)
+        answer.add_done_callback(_retrieved)
+        try:
+            handle = await until_cancelled(asyncio.shield(answer), self.events.should_cancel,
+                                           _cancelled_while_submitting)
+        except (RequestCancelledError, asyncio.CancelledError) as stop:
+            if not handoff.abandon():  # fal's answer had just arrived: cancel that request from here
+                cancels.cancel(self.queue, self.journal, future.result(timeout=10.0))
+            if isinstance(stop, asyncio.CancelledError):
+                await _briefly(answer)  # stopped by its caller (another request of the run failed): let fal hear
+            raise
+        if self.events.on_submitted is not None:
+            self.events.on_submitted(handle)
+        return handle
+
+    async def _submit_in_background(self, handoff: _Handoff) -> RequestHandle:
+        """The submit itself, journalled before it leaves. Waiting for a submit slot sends nothing, so a node
+        that stopped waiting by then costs nothing."""
+        payload = self.payload
+        assert payload is not None
+        fingerprint, journal = payload.fingerprint(), self.journal
+        async with lease() as loop_client, loop_client.submits:
+            if handoff.abandoned:
+                raise cancelled_before_sending()
+            pending = journal.record_submitting(payload.endpoint, fingerprint, sync_mode=payload.sync_mode)
+            try:
+                handle = await self.queue.submit(payload.endpoint, payload.body())
+            except SubmitUncertainError as exc:
+                if exc.request_id:  # fal accepted it: the next run with these inputs collects it
+                    journal.record_submitted(exc.request_id, payload.endpoint, fingerprint,
+                                             sync_mode=payload.sync_mode, pending=pending, follow=False)
+                    self._charge(exc.request_id)
+                else:
+                    journal.mark(pending, "uncertain")
                 raise
-            claim.keep()  # until the caller settles it
-        return Collected(value, handle.request_id)
+            except FalError:
+                journal.mark(pending, "not_sent")
+                raise
+            except BaseException:
+                journal.mark(pending, "uncertain")
+                raise
+        taken = handoff.deliver()
+        journal.record_submitted(handle.request_id, payload.endpoint, fingerprint, sync_mode=payload.sync_mode,
+                                 pending=pending, follow=taken)
+        self._charge(handle.request_id)
+        if not taken:
+            log.info("[Grok Imagine] a submit stopped by Cancel reached fal as request %s; cancelling it there",
+                     handle.request_id)
+            cancels.cancel(self.queue, journal, handle)
+        return handle
+
+    def _charge(self, request_id: str) -> None:
+        """fal accepted the request: its price moves from the run's reservation to the ledger."""
+        if self.reservation is None or self.payload is None:
+            return
+        try:
+            self.reservation.charge(request_id, self.payload.endpoint, self.payload.spend())
+        except Exception:  # the ledger is bookkeeping: never lose a paid request over it
+            log.warning("[Grok Imagine] could not record the spend of request %s", request_id, exc_info=True)
 
 
 def settle(journal: Journal, request_ids: list[str], *, used: bool) -> None:
@@ -81,106 +317,41 @@ def settle(journal: Journal, request_ids: list[str], *, used: bool) -> None:
     journal.release(*request_ids, state="collected" if used else None)
 
 
-async def recover_request(queue: FalQueue, journal: Journal, handle: RequestHandle, limits: Limits,
-                          events: RequestEvents, collect: Collect[T]) -> T:
-    """Collect an earlier request by its id. Cancel only stops the waiting: the request is never cancelled."""
-    async with lease():
-        journalled = await asyncio.to_thread(journal.entry, handle.request_id) is not None
-        if events.on_resumed is not None:
-            events.on_resumed(handle, "Loading a finished request from fal")
-        return await _follow(queue, journal, handle, limits, events, collect, cancel_on_stop=False,
-                             journalled=journalled)
+class _Handoff:
+    """Who owns a submit's answer: the node waiting for it, or, once that one stopped waiting, the
+    background loop (which then journals it and cancels the request at fal)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.abandoned = False
+        self._delivered = False
+
+    def deliver(self) -> bool:
+        """Background side, with fal's answer: True when the waiting node takes it."""
+        with self._lock:
+            self._delivered = not self.abandoned
+            return self._delivered
+
+    def abandon(self) -> bool:
+        """Node side, stopping: True when the background loop will deal with the answer."""
+        with self._lock:
+            self.abandoned = not self._delivered
+            return self.abandoned
 
 
-async def find_resumable(queue: FalQueue, journal: Journal, plan: RequestPlan,
-                         events: RequestEvents) -> RequestHandle | None:
-    """The handle of a journalled unfinished request with the same inputs, if any, claimed for the caller
-    (hand it to `run_request`, which collects it and costs nothing). Only fal's own word drops it: a 404
-    (`lost`) or an error it ended with (`failed`). When fal cannot be asked now (a 5xx, the network, a
-    key it refused), the request is collected all the same: paying for it again would be the loss."""
-    entry = await asyncio.to_thread(journal.claim_resumable, plan.endpoint, plan.fingerprint)
-    if entry is None:
-        for cut in await asyncio.to_thread(journal.uncertain, plan.endpoint, plan.fingerprint):
-            log.warning("[Grok Imagine] an earlier submit of these inputs to %s was cut off before fal answered; fal "
-                        "may have run it under an id nobody learnt (check fal's request history)", cut.endpoint)
-        return None
-    handle = queue.handle_for(plan.endpoint, entry.request_id)
-    with journal.following(entry.request_id) as claim:
-        try:
-            status = await queue.status(handle)
-        except RequestNotFoundError as exc:  # only fal's 404 says the request is gone
-            log.info("[Grok Imagine] journalled request %s is no longer available at fal (%s)", entry.request_id, exc)
-            journal.mark(entry.request_id, "lost")
-            return None
-        except FalError as exc:  # fal could not say now (a 5xx, the network, a key it refused): collect it anyway
-            log.info("[Grok Imagine] could not check journalled request %s at fal now (%s); collecting it",
-                     entry.request_id, exc)
-        else:
-            if status.failed:  # it ended with an error (or was cancelled): nothing to collect
-                journal.mark(entry.request_id, "failed")
-                return None
-        if events.on_resumed is not None:
-            events.on_resumed(handle, "Collecting an earlier unfinished request with the same inputs")
-        claim.keep()  # handed to the caller with the handle
-    return handle
+def _retrieved(done: asyncio.Future[object]) -> None:
+    """A background outcome counts as seen even when nobody waits for it (no "never retrieved" warning)."""
+    if not done.cancelled():
+        done.exception()
 
 
-async def _fetch_result(queue: FalQueue, handle: RequestHandle, final: QueueStatus, limits: Limits) -> dict[str, Any]:
-    """The result, within what the run limit leaves (a body that trickles in cannot hold the node)."""
-    seconds = min(RESULT_TIMEOUT_S, limits.run_timeout)
-    try:
-        return await queue.result(handle, final, Deadline(seconds))
-    except NetworkError as exc:
-        raise ResultError(
-            f"fal's result did not arrive whole within {seconds:g} s ({config.RUN_TIMEOUT_ENV}): {exc.reason} The "
-            "request stays collectable: the next run with the same inputs, or the Grok Imagine Result node, loads it.",
-            request_id=handle.request_id,
-        ) from exc
-
-
-async def _follow(queue: FalQueue, journal: Journal, handle: RequestHandle, limits: Limits, events: RequestEvents,
-                  collect: Collect[T], *, cancel_on_stop: bool, journalled: bool) -> T:
-    """Wait for the request, fetch its result and collect it, keeping the journal's state of it current.
-    A request that completed at fal but was not collected stays `completed` for the next run."""
-    request_id = handle.request_id
-
-    def mark(state: Any) -> None:
-        if journalled:
-            journal.mark(request_id, state)
-
-    sending: concurrent.futures.Future[bool] | None = None
-
-    async def cancel_at_fal() -> bool:
-        """At most one cancel per request, sent in the background (`cancels`): it reaches fal even if this
-        task is cancelled or its event loop ends meanwhile. True when fal accepted it within the brief wait."""
-        nonlocal sending
-        if not cancel_on_stop:
-            return False
-        if sending is None:
-            sending = cancels.cancel(queue, journal, handle)
-        return await cancels.briefly(sending)
-
-    stopped = RequestCancelledError(
-        "Cancelled by the user." if cancel_on_stop else
-        "Stopped waiting for the request (it was not cancelled at fal; load it again later).",
-        request_id=request_id)
-    try:
-        final = await wait_until_done(queue, handle, limits, events, cancel_at_fal)
-    except asyncio.CancelledError:
-        await cancel_at_fal()  # the caller's task was cancelled: do not leave fal working for nobody
-        raise
-    except RequestCancelledError as exc:
-        raise (exc if cancel_on_stop else stopped) from None
-    mark("failed" if final.failed else "completed")
-    try:
-        if events.on_fetching is not None:
-            events.on_fetching(handle)
-        result = await until_cancelled(_fetch_result(queue, handle, final, limits), events.should_cancel,
-                                       lambda: stopped)
-        value = await until_cancelled(collect(handle, result), events.should_cancel, lambda: stopped)
-    except (JobFailedError, ContentPolicyError):
-        mark("failed")
-        raise
-    if not cancel_on_stop:  # a recovery: nothing waits on it
-        mark("collected")
-    return value
+async def _briefly(answer: asyncio.Future[RequestHandle]) -> None:
+    """Wait briefly (`cancels.GRACE_S` in all) for fal's answer to a stopped submit, then for fal's answer
+    to its cancel, so that the run's error comes after them. The user's Cancel does not wait: it stops
+    the node at once."""
+    grace = Deadline(cancels.GRACE_S)
+    await asyncio.wait({answer}, timeout=grace.remaining())
+    if answer.done() and not answer.cancelled() and answer.exception() is None:
+        cancelling = cancels.under_way(answer.result().request_id)
+        if cancelling is not None:
+            await cancels.briefly(cancelling, max(0.0, grace.remaining()))

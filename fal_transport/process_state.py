@@ -23,7 +23,7 @@ class ProcessState:
 
     started_at: float = field(default_factory=time.time)  # unix time: the start of "this session"
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # fal_transport.client: the SSL context (built once), and one client per running event loop
+    # fal_transport.http: the SSL context (built once), and one client per running event loop
     ssl_context: ssl.SSLContext | None = None
     loops: dict[asyncio.AbstractEventLoop, Any] = field(default_factory=dict)
     # fal_transport.aio: the watch on the user's Cancel of each event loop that has waits
@@ -31,7 +31,7 @@ class ProcessState:
     # fal_transport.storage: CDN tokens by a hash of the key, uploads by content hash
     cdn_tokens: dict[str, Any] = field(default_factory=dict)
     uploads: dict[str, tuple[str, float]] = field(default_factory=dict)
-    # fal_transport.background: the loop thread that submits and cancels run on
+    # fal_transport.http: the loop thread that submits and cancels run on
     worker: Any = None
     # fal_transport.state: this process's connection to the state database of each state directory, by path
     databases: dict[str, Any] = field(default_factory=dict)

@@ -35,9 +35,9 @@ import httpx
 
 from . import config
 from .aio import TICK_S, Deadline, watching
-from .client import LoopClient, lease
 from .config import Limits
 from .errors import FalTimeoutError, RequestCancelledError
+from .http import LoopClient, lease
 from .queue import STATES, STATUS_TIMEOUT_S, FalQueue, QueueStatus, RequestHandle
 
 log = logging.getLogger("grok_imagine_fal")

@@ -24,9 +24,15 @@ import httpx
 
 from ..fal_transport import config
 from ..fal_transport.aio import Deadline, within
-from ..fal_transport.client import MAX_REDIRECTS, LoopClient, lease
 from ..fal_transport.errors import ResultError
-from ..fal_transport.http import DEFAULT_RETRY, RETRY_STATUS_IDEMPOTENT, retry_after_seconds
+from ..fal_transport.http import (
+    DEFAULT_RETRY,
+    MAX_REDIRECTS,
+    RETRY_STATUS_IDEMPOTENT,
+    LoopClient,
+    lease,
+    retry_after_seconds,
+)
 
 log = logging.getLogger("grok_imagine_fal")
 

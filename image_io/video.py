@@ -33,9 +33,8 @@ import httpx
 import torch
 
 from ..fal_transport.aio import Deadline, within
-from ..fal_transport.client import LoopClient, lease
 from ..fal_transport.errors import InvalidInputError, ResultError
-from ..fal_transport.http import DEFAULT_RETRY, RETRY_STATUS_IDEMPOTENT, retry_after_seconds
+from ..fal_transport.http import DEFAULT_RETRY, RETRY_STATUS_IDEMPOTENT, LoopClient, lease, retry_after_seconds
 from ..fal_transport.storage import MAX_UPLOAD_BYTES
 
 log = logging.getLogger("grok_imagine_fal")

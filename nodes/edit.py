@@ -5,36 +5,36 @@ Inputs, their order and the outputs are a public contract: add new inputs only a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from ..fal_transport import config
 from ..fal_transport.aio import until_cancelled
 from ..fal_transport.credentials import resolve_credentials
-from ..fal_transport.errors import RequestCancelledError
-from . import grok_spec as spec
-from . import host, schema
-from .batches import BatchMember
-from .generate import GrokCall
-from .generating import run_generating
-from .models import GROK_IMAGINE, GROK_IMAGINE_2, GrokModel
-from .references import encode_references, reference_tensors, reference_urls
+from ..fal_transport.lifecycle import cancelled_before_sending
+from . import grok_api as api
+from . import host, widgets
+from .grok_api import GROK_IMAGINE, GROK_IMAGINE_2, GrokModel, ImageRequest
+from .list_batch import BatchMember
+from .references import reference_tensors, references_for_fal
+from .run import ImageRun, run_image_node
 
 
 def _required() -> dict[str, Any]:
     return {
         "image": ("IMAGE", {"tooltip": "The image(s) to edit: the first one to three images of this batch are the "
                                        "references."}),
-        "prompt": schema.prompt_input("How to edit or combine the reference images (at most 8,000 characters)."),
-        "num_images": schema.num_images_input(),
-        "aspect_ratio": schema.aspect_ratio_input(
-            spec.EDIT_ASPECT_RATIOS, spec.DEFAULT_EDIT_ASPECT_RATIO,
+        "prompt": widgets.prompt_input("How to edit or combine the reference images (at most 8,000 characters)."),
+        "num_images": widgets.num_images_input(),
+        "aspect_ratio": widgets.aspect_ratio_input(
+            api.EDIT_ASPECT_RATIOS, api.DEFAULT_EDIT_ASPECT_RATIO,
             "Width:height of the results; auto keeps the shape of the first reference image.",
         ),
-        **schema.common_tail_inputs(),
+        **widgets.common_tail_inputs(),
     }
 
 
-class _EditNode(schema.GrokImagesNode):
+class _EditNode(widgets.GrokImagesNode):
     """What both edit nodes share; each names its model."""
 
     FUNCTION = "edit"
@@ -47,20 +47,21 @@ class _EditNode(schema.GrokImagesNode):
             "optional": {
                 "image_2": ("IMAGE", {"tooltip": "Another reference image (its batch's first image)."}),
                 "image_3": ("IMAGE", {"tooltip": "A third reference image (its batch's first image)."}),
-                cls.MODEL.choice_input: cls.MODEL.choice_input_definition(),
-                "on_refusal": schema.on_refusal_input(),
-                "output_size": schema.output_size_input(),
+                cls.MODEL.choice_input: widgets.choice_input(cls.MODEL),
+                "on_refusal": widgets.on_refusal_input(),
+                "output_size": widgets.output_size_input(),
             },
-            "hidden": schema.HIDDEN,
+            "hidden": widgets.HIDDEN,
         }
 
     @classmethod
-    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        return cls.MODEL.endpoint_and_arguments("edit", inputs, optional)
+    def image_request(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> ImageRequest:
+        """The request these widget values ask for (references come later, once uploaded)."""
+        return widgets.image_request(cls.MODEL, "edit", inputs, optional)
 
     async def edit(
-        self, image: Any, prompt: str, num_images: int = 1, aspect_ratio: str = spec.DEFAULT_EDIT_ASPECT_RATIO,
-        resolution: str = spec.DEFAULT_RESOLUTION, output_format: str = spec.DEFAULT_OUTPUT_FORMAT,
+        self, image: Any, prompt: str, num_images: int = 1, aspect_ratio: str = api.DEFAULT_EDIT_ASPECT_RATIO,
+        resolution: str = api.DEFAULT_RESOLUTION, output_format: str = api.DEFAULT_OUTPUT_FORMAT,
         sync_mode: bool = False, seed: int = 0, image_2: Any = None, image_3: Any = None, on_refusal: str = "fail",
         output_size: str = "fal", unique_id: str | None = None, extra_pnginfo: Any = None, **optional: Any,
     ) -> dict[str, Any]:
@@ -68,32 +69,25 @@ class _EditNode(schema.GrokImagesNode):
         inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
                   "output_format": output_format, "sync_mode": sync_mode}
 
-        async def prepare(member: BatchMember) -> GrokCall:
-            endpoint, arguments = self.endpoint_and_arguments(inputs, optional)
-            refusal = schema.check_choice("on_refusal", on_refusal, schema.ON_REFUSAL)
-            fit = schema.check_choice("output_size", output_size, schema.OUTPUT_SIZES) != "fal"
+        async def prepare(member: BatchMember) -> ImageRun:
+            request = self.image_request(inputs, optional)
+            refusal = widgets.check_choice("on_refusal", on_refusal, widgets.ON_REFUSAL)
+            fit = widgets.check_choice("output_size", output_size, widgets.OUTPUT_SIZES) != "fal"
             tensors = reference_tensors(image, image_2, image_3)
             height, width = int(tensors[0].shape[0]), int(tensors[0].shape[1])
             if fit:
-                schema.check_output_batch(arguments["num_images"], (width, height),
-                                          "the first reference's size, as 'output_size' is 'match first reference'",
-                                          "scale the first reference down", "set 'output_size' to 'fal'")
-            expected = schema.documented_size(arguments) or spec.size_for_shape(
-                width, height, arguments.get("resolution", spec.DEFAULT_RESOLUTION))
+                widgets.check_output_batch(request.num_images, (width, height),
+                                           "the first reference's size, as 'output_size' is 'match first reference'",
+                                           "scale the first reference down", "set 'output_size' to 'fal'")
+            expected = widgets.documented_size(request) or api.size_for_shape(width, height, request.resolution)
             credentials = resolve_credentials(config.key_file())
             host.send_progress_text(unique_id, f"Uploading {len(tensors)} reference image(s) to fal")
-
-            def cancelled() -> RequestCancelledError:
-                return RequestCancelledError("Cancelled by the user before the request was sent; nothing was paid.")
-
-            references = await until_cancelled(encode_references(tensors), host.interrupted, cancelled)
-            urls = await until_cancelled(reference_urls(credentials, references), host.interrupted, cancelled)
-            # The journal knows the references by content, so a rerun finds its request even after a new upload.
-            identity = {**arguments, "image_sha256": [r.sha256 for r in references]}
-            return GrokCall(endpoint, {**arguments, "image_urls": urls}, identity=identity, expected_size=expected,
+            references = await until_cancelled(references_for_fal(credentials, tensors), host.interrupted,
+                                               cancelled_before_sending)
+            return ImageRun(replace(request, references=references), expected_size=expected,
                             on_refusal=refusal, fixed_size=(width, height) if fit else None)  # type: ignore[arg-type]
 
-        return await run_generating(unique_id, extra_pnginfo, prepare)
+        return await run_image_node(unique_id, extra_pnginfo, prepare)
 
 
 class FalGrokImagineEdit(_EditNode):

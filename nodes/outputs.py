@@ -1,6 +1,9 @@
 """What a Grok node hands back to ComfyUI: its outputs in contract order, what the node shows (previews,
 the revised prompt), and the provenance that Save Image writes into the PNG.
 
+Previews are fal's own image files written to ComfyUI's temp directory as they are (no re-encoding), so a
+preview costs a file write.
+
 Provenance goes into the workflow JSON that ComfyUI embeds in every saved PNG (`EXTRA_PNGINFO`): the
 Grok node's `properties.grok_imagine` lists its runs in this prompt, each with the fal request id(s),
 the endpoint and the revised prompt. ComfyUI shares that dict between the nodes of a prompt (and the
@@ -13,15 +16,45 @@ their entry at `list_index` k. A prompt sent without a workflow gets `grok_imagi
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .batches import BatchMember
-from .generate import Generation
-from .previews import save_previews
+from ..image_io.batch import FetchedImage
+from . import host
+from .list_batch import BatchMember
+
+if TYPE_CHECKING:
+    from .run import Generation
 
 log = logging.getLogger("grok_imagine_fal")
 
 PROPERTY = "grok_imagine"
+
+BROWSER_FORMATS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif"}
+SUBFOLDER = "grok_imagine"
+
+
+def save_previews(files: list[FetchedImage], request_id: str) -> list[dict[str, str]]:
+    """ComfyUI `ui.images` entries for `files`; empty outside ComfyUI or if the temp dir is unusable."""
+    folder_paths = host.folder_paths()
+    if folder_paths is None:
+        return []
+    try:
+        folder = Path(folder_paths.get_temp_directory()) / SUBFOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        previews = []
+        for index, image in enumerate(files):
+            extension = BROWSER_FORMATS.get(image.file_format)
+            if extension is None:
+                continue
+            name = f"{re.sub(r'[^A-Za-z0-9_-]', '_', request_id)}_{index + 1}.{extension}"
+            (folder / name).write_bytes(image.data)
+            previews.append({"filename": name, "subfolder": SUBFOLDER, "type": "temp"})
+        return previews
+    except OSError:
+        log.warning("could not write previews for request %s", request_id, exc_info=True)
+        return []
 
 
 def node_output(generation: Generation, *, endpoint: str, node_id: str | None, member: BatchMember,

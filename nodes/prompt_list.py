@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..fal_transport.errors import InvalidInputError
-from . import schema
+from . import widgets
 
 
 def prompts_of(text: object) -> list[str]:
@@ -15,7 +15,7 @@ def prompts_of(text: object) -> list[str]:
     return [line for line in lines if line]
 
 
-class FalGrokImaginePromptList(schema.GrokImagesNode):
+class FalGrokImaginePromptList(widgets.GrokImagesNode):
     """A list of prompts, one per line, to feed a batch into a Grok node."""
 
     DESCRIPTION = (
@@ -51,7 +51,7 @@ class FalGrokImaginePromptList(schema.GrokImagesNode):
                                     field="prompts")
         for number, item in enumerate(items, start=1):
             try:
-                schema.check_prompt(item)  # a broken character is named before anything runs
+                widgets.check_prompt(item)  # a broken character is named before anything runs
             except InvalidInputError as exc:
                 raise InvalidInputError(f"Prompt {number} of the list: {exc}", field="prompts") from None
         return (items, len(items))

@@ -19,7 +19,8 @@ from ..fal_transport.credentials import FalCredentials
 from ..fal_transport.errors import AuthenticationError, FalError, InvalidInputError, UploadError
 from ..fal_transport.storage import upload
 from ..image_io.encode import encode_png
-from . import grok_spec as spec
+from . import grok_api as api
+from .grok_api import Reference
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -27,12 +28,12 @@ DATA_URI_MAX_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class Reference:
+class EncodedImage:
     png: bytes
     sha256: str
 
 
-def _check_image(name: str, value: object) -> torch.Tensor:
+def check_image(name: str, value: object) -> torch.Tensor:
     if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[-1] not in (1, 3, 4) \
             or value.shape[0] == 0:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -52,30 +53,30 @@ def _check_image(name: str, value: object) -> torch.Tensor:
 
 def reference_tensors(image: object, image_2: object = None, image_3: object = None) -> list[torch.Tensor]:
     """The first one to three images of `image`, then the first image of `image_2` and of `image_3`."""
-    batch = _check_image("image", image)
-    references = list(batch[: spec.MAX_REFERENCE_IMAGES])
-    if batch.shape[0] > spec.MAX_REFERENCE_IMAGES:
+    batch = check_image("image", image)
+    references = list(batch[: api.MAX_REFERENCE_IMAGES])
+    if batch.shape[0] > api.MAX_REFERENCE_IMAGES:
         log.warning("[Grok Imagine] 'image' holds %d images; the first %d are the references",
-                    batch.shape[0], spec.MAX_REFERENCE_IMAGES)
+                    batch.shape[0], api.MAX_REFERENCE_IMAGES)
     for name, extra in (("image_2", image_2), ("image_3", image_3)):
         if extra is not None:
-            references.append(_check_image(name, extra)[0])
-    if len(references) > spec.MAX_REFERENCE_IMAGES:
+            references.append(check_image(name, extra)[0])
+    if len(references) > api.MAX_REFERENCE_IMAGES:
         raise InvalidInputError(
-            f"fal takes at most {spec.MAX_REFERENCE_IMAGES} reference images; 'image' gave "
-            f"{min(batch.shape[0], spec.MAX_REFERENCE_IMAGES)} and image_2/image_3 add more. Use a smaller "
+            f"fal takes at most {api.MAX_REFERENCE_IMAGES} reference images; 'image' gave "
+            f"{min(batch.shape[0], api.MAX_REFERENCE_IMAGES)} and image_2/image_3 add more. Use a smaller "
             "batch on 'image' or disconnect image_2/image_3.",
             field="image_2",
         )
     return references
 
 
-async def encode_references(tensors: list[torch.Tensor]) -> list[Reference]:
+async def encode_references(tensors: list[torch.Tensor]) -> list[EncodedImage]:
     pngs = await asyncio.gather(*(asyncio.to_thread(encode_png, t) for t in tensors))
-    return [Reference(png, hashlib.sha256(png).hexdigest()) for png in pngs]
+    return [EncodedImage(png, hashlib.sha256(png).hexdigest()) for png in pngs]
 
 
-async def reference_url(credentials: FalCredentials, reference: Reference, index: int) -> str:
+async def reference_url(credentials: FalCredentials, reference: EncodedImage, index: int) -> str:
     """A URL fal can read the reference from: an upload, or (if that fails and it is small) a data URI."""
     try:
         return await upload(credentials, reference.png, content_type="image/png",
@@ -93,5 +94,12 @@ async def reference_url(credentials: FalCredentials, reference: Reference, index
         return "data:image/png;base64," + base64.b64encode(reference.png).decode("ascii")
 
 
-async def reference_urls(credentials: FalCredentials, references: list[Reference]) -> list[str]:
+async def reference_urls(credentials: FalCredentials, references: list[EncodedImage]) -> list[str]:
     return list(await asyncio.gather(*(reference_url(credentials, r, i) for i, r in enumerate(references))))
+
+
+async def references_for_fal(credentials: FalCredentials, tensors: list[torch.Tensor]) -> tuple[Reference, ...]:
+    """The images as fal reads them (uploaded) and as the journal knows them (by content)."""
+    encoded = await encode_references(tensors)
+    urls = await reference_urls(credentials, encoded)
+    return tuple(Reference(url, image.sha256) for url, image in zip(urls, encoded))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .edit import FalGrokImagine2Edit, FalGrokImagineEdit
 from .prompt_list import FalGrokImaginePromptList
-from .result import FalGrokImagineResult
+from .result_node import FalGrokImagineResult
 from .text_to_image import FalGrokImagine2Image, FalGrokImagineImage
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {

@@ -21,9 +21,8 @@ from typing import Any
 
 from ..fal_transport import config
 from ..fal_transport.billing import read_balance
-from ..fal_transport.credentials import resolve_credentials
+from ..fal_transport.credentials import key_status, remove_key_file, resolve_credentials, save_key_file
 from ..fal_transport.errors import AuthenticationError, FalConfigError, FalError, MissingCredentialsError
-from ..fal_transport.key_store import key_status, remove_key_file, save_key_file
 from ..fal_transport.ledger import Ledger
 from . import host, prices
 from .route_guard import write_refusal

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from . import grok_spec as spec
-from . import schema
-from .batches import BatchMember
-from .generate import GrokCall
-from .generating import run_generating
-from .models import GROK_IMAGINE, GROK_IMAGINE_2, GrokModel
+from . import grok_api as api
+from . import widgets
+from .grok_api import GROK_IMAGINE, GROK_IMAGINE_2, GrokModel, ImageRequest
+from .list_batch import BatchMember
+from .run import ImageRun, run_image_node
 
 
-class _TextToImageNode(schema.GrokImagesNode):
+class _TextToImageNode(widgets.GrokImagesNode):
     """What both text-to-image nodes share; each names its model."""
 
     FUNCTION = "generate"
@@ -27,24 +26,25 @@ class _TextToImageNode(schema.GrokImagesNode):
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "prompt": schema.prompt_input(cls.PROMPT_TOOLTIP),
-                "num_images": schema.num_images_input(),
-                "aspect_ratio": schema.aspect_ratio_input(spec.ASPECT_RATIOS, spec.DEFAULT_ASPECT_RATIO,
+                "prompt": widgets.prompt_input(cls.PROMPT_TOOLTIP),
+                "num_images": widgets.num_images_input(),
+                "aspect_ratio": widgets.aspect_ratio_input(api.ASPECT_RATIOS, api.DEFAULT_ASPECT_RATIO,
                                                           "Width:height of the images."),
-                **schema.common_tail_inputs(),
+                **widgets.common_tail_inputs(),
             },
-            "optional": {cls.MODEL.choice_input: cls.MODEL.choice_input_definition(),
-                         "on_refusal": schema.on_refusal_input()},
-            "hidden": schema.HIDDEN,
+            "optional": {cls.MODEL.choice_input: widgets.choice_input(cls.MODEL),
+                         "on_refusal": widgets.on_refusal_input()},
+            "hidden": widgets.HIDDEN,
         }
 
     @classmethod
-    def endpoint_and_arguments(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        return cls.MODEL.endpoint_and_arguments("text-to-image", inputs, optional)
+    def image_request(cls, inputs: dict[str, Any], optional: dict[str, Any]) -> ImageRequest:
+        """The request these widget values ask for (references come later, once uploaded)."""
+        return widgets.image_request(cls.MODEL, "text-to-image", inputs, optional)
 
     async def generate(
-        self, prompt: str, num_images: int = 1, aspect_ratio: str = spec.DEFAULT_ASPECT_RATIO,
-        resolution: str = spec.DEFAULT_RESOLUTION, output_format: str = spec.DEFAULT_OUTPUT_FORMAT,
+        self, prompt: str, num_images: int = 1, aspect_ratio: str = api.DEFAULT_ASPECT_RATIO,
+        resolution: str = api.DEFAULT_RESOLUTION, output_format: str = api.DEFAULT_OUTPUT_FORMAT,
         sync_mode: bool = False, seed: int = 0, on_refusal: str = "fail", unique_id: str | None = None,
         extra_pnginfo: Any = None, **optional: Any,
     ) -> dict[str, Any]:
@@ -52,14 +52,13 @@ class _TextToImageNode(schema.GrokImagesNode):
         inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
                   "output_format": output_format, "sync_mode": sync_mode}
 
-        async def prepare(member: BatchMember) -> GrokCall:
-            endpoint, arguments = self.endpoint_and_arguments(inputs, optional)
-            size = schema.documented_size(arguments)
-            refusal = schema.check_choice("on_refusal", on_refusal, schema.ON_REFUSAL)
-            return GrokCall(endpoint, arguments, identity=arguments, expected_size=size or (1024, 1024),
-                            on_refusal=refusal)  # type: ignore[arg-type]
+        async def prepare(member: BatchMember) -> ImageRun:
+            request = self.image_request(inputs, optional)
+            size = widgets.documented_size(request)
+            refusal = widgets.check_choice("on_refusal", on_refusal, widgets.ON_REFUSAL)
+            return ImageRun(request, expected_size=size or (1024, 1024), on_refusal=refusal)  # type: ignore[arg-type]
 
-        return await run_generating(unique_id, extra_pnginfo, prepare)
+        return await run_image_node(unique_id, extra_pnginfo, prepare)
 
 
 class FalGrokImagineImage(_TextToImageNode):

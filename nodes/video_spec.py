@@ -37,8 +37,8 @@ from typing import Any
 import torch
 
 from ..fal_transport.errors import InvalidInputError
-from . import schema
-from .references import _check_image as check_image
+from . import widgets
+from .references import check_image
 
 APP = "xai/grok-imagine-video"
 TEXT_TO_VIDEO_ENDPOINT = f"{APP}/text-to-video"
@@ -161,7 +161,7 @@ class VideoRequest:
 def check_video_prompt(prompt: object) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidInputError("The prompt is empty. Type what the video should show into 'prompt'.", field="prompt")
-    return schema.check_prompt(prompt, MAX_PROMPT_CHARS)
+    return widgets.check_prompt(prompt, MAX_PROMPT_CHARS)
 
 
 def check_duration(duration: object, limits: tuple[int, int, int], name: str = "duration") -> int:
@@ -177,9 +177,9 @@ def video_request(prompt: object, duration: object, aspect_ratio: object, resolu
     """Grok Imagine Video: text to video, or image to video when an image is connected (`with_image`)."""
     text = check_video_prompt(prompt)
     seconds = check_duration(duration, DURATION)
-    ratio = schema.check_choice("aspect_ratio", aspect_ratio, VIDEO_ASPECT_RATIOS)
-    chosen = schema.check_choice("model", model, MODELS)
-    size = schema.check_choice("resolution", resolution, RESOLUTIONS)
+    ratio = widgets.check_choice("aspect_ratio", aspect_ratio, VIDEO_ASPECT_RATIOS)
+    chosen = widgets.check_choice("model", model, MODELS)
+    size = widgets.check_choice("resolution", resolution, RESOLUTIONS)
     endpoint = MODEL_ENDPOINTS[chosen][1 if with_image else 0]
     if size not in ENDPOINT_RESOLUTIONS[endpoint]:
         if with_image:
@@ -211,8 +211,8 @@ def reference_video_request(prompt: object, duration: object, aspect_ratio: obje
     arguments = {
         "prompt": check_video_prompt(prompt),
         "duration": check_duration(duration, REFERENCE_DURATION),
-        "aspect_ratio": schema.check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
-        "resolution": schema.check_choice("resolution", resolution, REFERENCE_RESOLUTIONS),
+        "aspect_ratio": widgets.check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
+        "resolution": widgets.check_choice("resolution", resolution, REFERENCE_RESOLUTIONS),
     }
     return VideoRequest(REFERENCE_TO_VIDEO_ENDPOINT, MappingProxyType(arguments), "reference_image_urls",
                         references, arguments["duration"], 0.0, arguments["resolution"])
@@ -221,7 +221,7 @@ def reference_video_request(prompt: object, duration: object, aspect_ratio: obje
 def edit_video_request(prompt: object, resolution: object, *, input_seconds: float) -> VideoRequest:
     """Grok Imagine Video Edit of a video `input_seconds` long (fal edits its first 8 s)."""
     arguments = {"prompt": check_video_prompt(prompt),
-                 "resolution": schema.check_choice("resolution", resolution, EDIT_RESOLUTIONS)}
+                 "resolution": widgets.check_choice("resolution", resolution, EDIT_RESOLUTIONS)}
     seconds = min(input_seconds, EDIT_INPUT_SECONDS)
     billed = "480p" if arguments["resolution"] == "auto" else arguments["resolution"]
     return VideoRequest(EDIT_VIDEO_ENDPOINT, MappingProxyType(arguments), "video_url", 0, seconds, seconds, billed)
@@ -280,7 +280,7 @@ def _int_input(limits: tuple[int, int, int], tooltip: str) -> tuple[str, dict[st
 
 
 def _seed_input() -> tuple[str, dict[str, Any]]:
-    return schema.common_tail_inputs()["seed"]
+    return widgets.common_tail_inputs()["seed"]
 
 
 class VideoNodeSchema:
@@ -304,7 +304,7 @@ class GrokImagineVideoSchema(VideoNodeSchema):
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "prompt": schema.prompt_input(
+                "prompt": widgets.prompt_input(
                     "What the video should show and how it moves, sound included (at most 4,096 characters). With an "
                     "image connected: how the image comes to life."),
                 "duration": _int_input(DURATION, "Length of the video in seconds (1 to 15); fal bills each second."),
@@ -329,7 +329,7 @@ class GrokImagineVideoSchema(VideoNodeSchema):
                 "image": ("IMAGE", {"tooltip": "Connect an image to animate it (image to video): the first image of "
                                                "the batch starts the video. Unconnected: text to video."}),
             },
-            "hidden": schema.HIDDEN,
+            "hidden": widgets.HIDDEN,
         }
 
 
@@ -352,7 +352,7 @@ class GrokImagineReferenceVideoSchema(VideoNodeSchema):
             "required": {
                 "image": ("IMAGE", {"tooltip": "The reference images: the first one to seven images of this batch are "
                                                "@Image1, @Image2... in the prompt."}),
-                "prompt": schema.prompt_input(
+                "prompt": widgets.prompt_input(
                     "What the video should show, naming the references as @Image1, @Image2... (at most 4,096 "
                     "characters)."),
                 "duration": _int_input(REFERENCE_DURATION,
@@ -366,7 +366,7 @@ class GrokImagineReferenceVideoSchema(VideoNodeSchema):
                 "seed": _seed_input(),
             },
             "optional": further,
-            "hidden": schema.HIDDEN,
+            "hidden": widgets.HIDDEN,
         }
 
 
@@ -384,7 +384,7 @@ class GrokImagineVideoEditSchema(VideoNodeSchema):
             "required": {
                 "video": ("VIDEO", {"tooltip": "The video to edit (its first 8 seconds): from a Grok video node, Load "
                                                "Video, or any VIDEO output."}),
-                "prompt": schema.prompt_input("How to change the video (at most 4,096 characters)."),
+                "prompt": widgets.prompt_input("How to change the video (at most 4,096 characters)."),
                 "resolution": (list(EDIT_RESOLUTIONS), {
                     "default": DEFAULT_EDIT_RESOLUTION,
                     "tooltip": "auto: as fal reads the input (at most 854x480). 480p or 720p: that resolution, each "
@@ -392,7 +392,7 @@ class GrokImagineVideoEditSchema(VideoNodeSchema):
                 }),
                 "seed": _seed_input(),
             },
-            "hidden": schema.HIDDEN,
+            "hidden": widgets.HIDDEN,
         }
 
 
@@ -410,12 +410,12 @@ class GrokImagineVideoExtendSchema(VideoNodeSchema):
             "required": {
                 "video": ("VIDEO", {"tooltip": "The video to continue, 2 to 15 seconds long: from a Grok video node, "
                                                "Load Video, or any VIDEO output."}),
-                "prompt": schema.prompt_input("What happens next in the video (at most 4,096 characters)."),
+                "prompt": widgets.prompt_input("What happens next in the video (at most 4,096 characters)."),
                 "duration": _int_input(EXTEND_DURATION,
                                        "Length of the extension in seconds (2 to 10); fal bills each second."),
                 "seed": _seed_input(),
             },
-            "hidden": schema.HIDDEN,
+            "hidden": widgets.HIDDEN,
         }
 
 

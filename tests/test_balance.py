@@ -61,7 +61,7 @@ async def test_a_prompt_list_the_balance_cannot_pay_does_not_start(fake_fal: Fak
 async def test_a_list_is_priced_as_a_whole_even_when_its_items_price_themselves_at_once() -> None:
     # ComfyUI starts one list item per turn of the event loop; an item that knows its price at once (no await
     # before it) must still wait for the items started after it.
-    batches = pack_module("nodes.batches")
+    batches = pack_module("nodes.list_batch")
     judged: list[tuple[float, int]] = []
 
     async def check(price: float, runs: int) -> None:

@@ -14,7 +14,7 @@ from fake_comfy import InterruptProcessingException, fake_comfy
 from fake_fal import FakeFal
 
 errors = pack_module("fal_transport.errors")
-client = pack_module("fal_transport.client")
+client = pack_module("fal_transport.http")
 journal_module = pack_module("fal_transport.journal")
 Node = pack_module("nodes.text_to_image").FalGrokImagineImage
 PromptList = pack_module("nodes.prompt_list").FalGrokImaginePromptList

@@ -9,7 +9,7 @@ from fake_fal import FakeFal, fake_image_size
 
 Image2 = pack_module("nodes.text_to_image").FalGrokImagine2Image
 Edit2 = pack_module("nodes.edit").FalGrokImagine2Edit
-Result = pack_module("nodes.result").FalGrokImagineResult
+Result = pack_module("nodes.result_node").FalGrokImagineResult
 
 
 def picture(width: int = 320, height: int = 200) -> torch.Tensor:

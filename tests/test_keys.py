@@ -14,7 +14,7 @@ from fake_fal import FakeFal
 
 errors = pack_module("fal_transport.errors")
 credentials = pack_module("fal_transport.credentials")
-key_store = pack_module("fal_transport.key_store")
+key_store = pack_module("fal_transport.credentials")
 Node = pack_module("nodes.text_to_image").FalGrokImagineImage
 SECRET = TEST_KEY.split(":")[1]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from comfy_like import pack_module, run_node
@@ -15,48 +16,61 @@ journal_module = pack_module("fal_transport.journal")
 queue_module = pack_module("fal_transport.queue")
 credentials = pack_module("fal_transport.credentials")
 config = pack_module("fal_transport.config")
-client = pack_module("fal_transport.client")
+client = pack_module("fal_transport.http")
 errors = pack_module("fal_transport.errors")
 Node = pack_module("nodes.text_to_image").FalGrokImagineImage
+ledger = pack_module("fal_transport.ledger")
 ENDPOINT = "xai/grok-imagine-image"
 BODY = {"prompt": "a paper boat", "num_images": 1, "aspect_ratio": "1:1", "output_format": "png", "sync_mode": False}
 
 
-def parts() -> tuple[object, object, object]:
+@dataclass(frozen=True)
+class PaperBoat:
+    """A typed request as any model family gives the lifecycle (the transport knows no node)."""
+
+    endpoint: str = ENDPOINT
+    sync_mode: bool = False
+
+    def body(self) -> dict:
+        return dict(BODY)
+
+    def fingerprint(self) -> str:
+        return journal_module.fingerprint(ENDPOINT, BODY)
+
+    def spend(self) -> object:
+        return ledger.Spend(0.02, 1, 0)
+
+
+def request(events: object) -> object:
     queue = queue_module.FalQueue(credentials.resolve_credentials())
     journal = journal_module.Journal(Path(os.environ["GROK_IMAGINE_STATE_DIR"]))
-    plan = lifecycle.RequestPlan(ENDPOINT, BODY, journal_module.fingerprint(ENDPOINT, BODY))
-    return queue, journal, plan
+    return lifecycle.FalRequest(PaperBoat(), queue, journal, config.Limits(), events)
 
 
 async def test_a_request_runs_from_submit_to_collect_driven_by_callbacks_alone(fake_fal: FakeFal) -> None:
     fake_fal.faults.update({"queue_time": 0.3, "run_time": 0.3})
-    queue, journal, plan = parts()
     seen: list[str] = []
-    events = lifecycle.RequestEvents(on_status=lambda s: seen.append(s.state),
-                                     on_submitted=lambda h: seen.append(f"submitted {h.request_id}"))
-
-    async def collect(handle: object, result: dict) -> list[str]:
-        return [image["url"] for image in result["images"]]
-
-    collected = await lifecycle.run_request(queue, journal, plan, config.Limits(), events, collect)
+    boat = request(lifecycle.RequestEvents(on_status=lambda s: seen.append(s.state),
+                                           on_submitted=lambda h: seen.append(f"submitted {h.request_id}")))
+    assert not await boat.find_earlier()  # nothing in the journal yet
+    result = await boat.result()
     request_id = fake_fal.submits[0].request_id
-    assert collected.request_id == request_id and len(collected.value) == 1
+    assert boat.request_id == request_id and len(result["images"]) == 1
     assert seen[0] == f"submitted {request_id}" and {"IN_QUEUE", "IN_PROGRESS", "COMPLETED"} <= set(seen)
-    assert journal.entries()[request_id].state == "completed"  # collected, but not yet used by the caller
-    lifecycle.settle(journal, [request_id], used=True)
+    journal = boat.journal
+    assert journal.entries()[request_id].state == "completed"  # fetched, but not yet used by the caller
+    boat.settle(used=True)
     # the submit's pending entry became the request's own once fal answered: one entry, collected
     assert {rid: entry.state for rid, entry in journal.entries().items()} == {request_id: "collected"}
 
 
 async def test_the_callers_cancel_stops_the_wait_and_cancels_at_fal(fake_fal: FakeFal) -> None:
     fake_fal.faults.never_complete = True
-    queue, journal, plan = parts()
     pressed = asyncio.Event()
-    events = lifecycle.RequestEvents(should_cancel=pressed.is_set, on_submitted=lambda h: asyncio.get_running_loop()
-                                     .call_later(0.2, pressed.set))
+    boat = request(lifecycle.RequestEvents(should_cancel=pressed.is_set, on_submitted=lambda h: pressed.set()))
+    journal = boat.journal
     try:
-        await lifecycle.run_request(queue, journal, plan, config.Limits(), events, lambda h, r: asyncio.sleep(0))
+        await boat.result()
     except errors.RequestCancelledError as exc:
         assert "fal stopped the request" in str(exc)
     else:

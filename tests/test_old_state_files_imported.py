@@ -60,8 +60,8 @@ def journal_lines(request_id: str, fingerprint: str, at: float, *states: str) ->
 async def test_an_unfinished_request_of_the_old_journal_is_collected_instead_of_paid_again(
     fake_fal: FakeFal, caplog: pytest.LogCaptureFixture
 ) -> None:
-    arguments = Node.endpoint_and_arguments({"aspect_ratio": "1:1", "resolution": "1k", "output_format": "jpeg",
-                                             "sync_mode": False, **INPUTS}, {})[1]
+    arguments = Node.image_request({"aspect_ratio": "1:1", "resolution": "1k", "output_format": "jpeg",
+                                    "sync_mode": False, **INPUTS}, {}).body()
     queue = queue_module.FalQueue(credentials.resolve_credentials())
     handle = await queue.submit(ENDPOINT, arguments)  # sent by the old version, which then stopped
     old = write_lines("requests.jsonl", [

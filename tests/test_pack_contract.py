@@ -128,14 +128,14 @@ def test_every_published_workflow_still_builds_the_same_fal_request(pack, workfl
     built = {}
     for node in workflow["nodes"]:
         node_class = pack.NODE_CLASS_MAPPINGS.get(node["type"])
-        if node_class is None or not hasattr(node_class, "endpoint_and_arguments"):
+        if node_class is None or not hasattr(node_class, "image_request"):
             continue
         info = node_info(node_class)
         values = widget_inputs(info, node["widgets_values"])
         values.pop("seed", None)
         optional = {name: values.pop(name) for name in info["input_order"].get("optional", []) if name in values}
-        endpoint, arguments = node_class.endpoint_and_arguments(values, optional)
-        built[str(node["id"])] = {"endpoint": endpoint, "arguments": arguments}
+        request = node_class.image_request(values, optional)
+        built[str(node["id"])] = {"endpoint": request.endpoint, "arguments": request.body()}
     assert built == EXPECTED_REQUESTS[workflow_file]
 
 

@@ -17,7 +17,7 @@ queue_module = pack_module("fal_transport.queue")
 credentials_module = pack_module("fal_transport.credentials")
 text_to_image = pack_module("nodes.text_to_image")
 Node = text_to_image.FalGrokImagineImage
-Result = pack_module("nodes.result").FalGrokImagineResult
+Result = pack_module("nodes.result_node").FalGrokImagineResult
 ENDPOINT = "xai/grok-imagine-image"
 INPUTS = {"prompt": "a paper boat on a puddle", "num_images": 2}
 
@@ -44,7 +44,7 @@ def fal_arguments(**overrides: object) -> dict:
     values = {"prompt": INPUTS["prompt"], "num_images": 2, "aspect_ratio": "1:1", "resolution": "1k",
               "output_format": "jpeg", "sync_mode": False}
     values.update(overrides)
-    return Node.endpoint_and_arguments(values, {})[1]
+    return Node.image_request(values, {}).body()
 
 
 async def test_every_submit_is_journalled_with_id_endpoint_fingerprint_time_and_state(fake_fal: FakeFal) -> None:

@@ -10,7 +10,7 @@ from comfy_like import pack_module, run_node, run_node_raw
 from fake_fal import FakeFal, fake_image_size
 
 errors = pack_module("fal_transport.errors")
-spec = pack_module("nodes.grok_spec")
+spec = pack_module("nodes.grok_api")
 Node = pack_module("nodes.text_to_image").FalGrokImagineImage
 Edit = pack_module("nodes.edit").FalGrokImagineEdit
 Edit2 = pack_module("nodes.edit").FalGrokImagine2Edit

@@ -18,7 +18,7 @@ routes = pack_module("nodes.routes")
 Node = pack_module("nodes.text_to_image").FalGrokImagineImage
 Image2 = pack_module("nodes.text_to_image").FalGrokImagine2Image
 Edit = pack_module("nodes.edit").FalGrokImagineEdit
-Result = pack_module("nodes.result").FalGrokImagineResult
+Result = pack_module("nodes.result_node").FalGrokImagineResult
 
 
 def state() -> Path:
@@ -126,7 +126,7 @@ def test_runs_reserving_and_recording_at_once_never_pass_the_daily_limit_togethe
                 reservation = ledger.reserve(0.02)
             except errors.SpendLimitError:
                 continue
-            reservation.charge(f"{name}-{i}", "xai/grok-imagine-image", images=1, references=0, price_usd=0.02)
+            reservation.charge(f"{name}-{i}", "xai/grok-imagine-image", ledger_module.Spend(0.02, 1, 0))
             reservation.release()
             accepted.append(f"{name}-{i}")
 

@@ -12,7 +12,7 @@ from fake_fal import FakeFal, fake_image_size
 
 text_to_image = pack_module("nodes.text_to_image")
 errors = pack_module("fal_transport.errors")
-spec = pack_module("nodes.grok_spec")
+spec = pack_module("nodes.grok_api")
 Node = text_to_image.FalGrokImagineImage
 
 ASPECT_RATIOS = ["2:1", "20:9", "19.5:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:19.5", "9:20", "1:2"]

@@ -19,7 +19,7 @@ from comfy_like import pack_module, run_node
 from fake_fal import FakeFal
 
 aio = pack_module("fal_transport.aio")
-client = pack_module("fal_transport.client")
+client = pack_module("fal_transport.http")
 config = pack_module("fal_transport.config")
 credentials = pack_module("fal_transport.credentials")
 errors = pack_module("fal_transport.errors")

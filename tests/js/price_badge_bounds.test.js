@@ -7,7 +7,7 @@ import { attachPriceBadge, promptCount } from "../../web/grok_prices.js";
 import PRICING from "./fixtures/pricing.json";
 
 const IMAGE = PRICING.nodes.FalGrokImagineImage;
-const RANGE = [1, 16]; // num_images as the node defines it (nodes/schema.py), the widget's options
+const RANGE = [1, 16]; // num_images as the node defines it (nodes/widgets.py), the widget's options
 
 /**
  * The badge's text for each node spec (see badge_worker.js), or a failure when it takes over `seconds` or

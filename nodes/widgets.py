@@ -1,4 +1,5 @@
-"""Input definitions and checks shared by the Grok Imagine nodes (one definition, used by every node)."""
+"""The widgets of the Grok Imagine nodes: input definitions (one definition, used by every node) and the checks
+that turn widget values into a typed request (`image_request`) before anything is sent."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from typing import Any
 
 from ..fal_transport.errors import InvalidInputError
 from ..image_io.batch import MAX_BATCH_PIXELS
-from . import grok_spec as spec
+from . import grok_api as api
+from .grok_api import GrokModel, ImageRequest, Kind
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
@@ -34,7 +36,7 @@ def prompt_input(tooltip: str) -> tuple[str, dict[str, Any]]:
 
 def num_images_input() -> tuple[str, dict[str, Any]]:
     return ("INT", {
-        "default": 1, "min": 1, "max": spec.MAX_IMAGES_PER_NODE,
+        "default": 1, "min": 1, "max": api.MAX_IMAGES_PER_NODE,
         "tooltip": "How many images to generate; each one is billed. Above 4 the node sends one request per "
                    "4 images, all at once, and returns one batch in request order.",
     })
@@ -47,12 +49,12 @@ def aspect_ratio_input(choices: tuple[str, ...], default: str, tooltip: str) -> 
 def common_tail_inputs() -> dict[str, Any]:
     """resolution, output_format, sync_mode, seed: in this order on every Grok node."""
     return {
-        "resolution": (list(spec.RESOLUTIONS), {
-            "default": spec.DEFAULT_RESOLUTION,
+        "resolution": (list(api.RESOLUTIONS), {
+            "default": api.DEFAULT_RESOLUTION,
             "tooltip": "1k for standard resolution, 2k for high resolution.",
         }),
-        "output_format": (list(spec.OUTPUT_FORMATS), {
-            "default": spec.DEFAULT_OUTPUT_FORMAT,
+        "output_format": (list(api.OUTPUT_FORMATS), {
+            "default": api.DEFAULT_OUTPUT_FORMAT,
             "tooltip": "File format fal encodes the images in (jpeg is smallest, png is lossless).",
         }),
         "sync_mode": ("BOOLEAN", {
@@ -74,8 +76,8 @@ OUTPUT_SIZES: tuple[str, ...] = ("fal", "match first reference")
 
 
 def quality_input() -> tuple[list[str], dict[str, Any]]:
-    return (list(spec.QUALITIES), {
-        "default": spec.DEFAULT_QUALITY,
+    return (list(api.QUALITIES), {
+        "default": api.DEFAULT_QUALITY,
         "tooltip": "medium: Grok Imagine 2.0's better images. low: faster and cheaper. Each is billed at its own "
                    "price (shown on the node).",
     })
@@ -98,14 +100,14 @@ def output_size_input() -> tuple[list[str], dict[str, Any]]:
 
 
 def tier_input() -> tuple[list[str], dict[str, Any]]:
-    return (list(spec.TIERS), {
-        "default": spec.DEFAULT_TIER,
+    return (list(api.TIERS), {
+        "default": api.DEFAULT_TIER,
         "tooltip": "standard: xAI's fast model. quality: the higher-quality endpoint (quality/...), billed at "
                    "its own price.",
     })
 
 
-def check_prompt(prompt: object, max_chars: int = spec.MAX_PROMPT_CHARS) -> str:
+def check_prompt(prompt: object, max_chars: int = api.MAX_PROMPT_CHARS) -> str:
     """`prompt` if fal can take it: not blank, valid UTF-8, at most `max_chars` characters."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidInputError("The prompt is empty. Type what the image should show into 'prompt'.", field="prompt")
@@ -136,29 +138,33 @@ def check_num_images(num_images: object) -> int:
         count = int(num_images)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         count = 0
-    if not 1 <= count <= spec.MAX_IMAGES_PER_NODE:
+    if not 1 <= count <= api.MAX_IMAGES_PER_NODE:
         raise InvalidInputError(
-            f"'num_images' must be 1..{spec.MAX_IMAGES_PER_NODE}, got {num_images!r}.", field="num_images"
+            f"'num_images' must be 1..{api.MAX_IMAGES_PER_NODE}, got {num_images!r}.", field="num_images"
         )
     return count
 
 
-def common_arguments(
-    prompt: object, num_images: object, aspect_ratio: object, aspect_ratios: tuple[str, ...],
-    resolution: object, output_format: object, sync_mode: object,
-) -> dict[str, Any]:
-    """The fields every Grok endpoint takes, checked; `resolution` only when not the default, so the
-    body stays valid for an endpoint that does not know the field."""
-    arguments: dict[str, Any] = {
-        "prompt": check_prompt(prompt),
-        "num_images": check_num_images(num_images),
-        "aspect_ratio": check_choice("aspect_ratio", aspect_ratio, aspect_ratios),
-        "output_format": check_choice("output_format", output_format, spec.OUTPUT_FORMATS),
-        "sync_mode": bool(sync_mode),
-    }
-    if check_choice("resolution", resolution, spec.RESOLUTIONS) != spec.DEFAULT_RESOLUTION:
-        arguments["resolution"] = resolution
-    return arguments
+def choice_input(model: GrokModel) -> tuple[list[str], dict[str, Any]]:
+    """The optional input that picks the model's endpoint (tier) or quality."""
+    return tier_input() if model.choice_input == "tier" else quality_input()
+
+
+def image_request(model: GrokModel, kind: Kind, inputs: dict[str, Any], optional: dict[str, Any]) -> ImageRequest:
+    """The request a node's widget values ask for, checked: `inputs` the required ones but the seed (never
+    sent), `optional` its optional ones (a workflow saved before an input existed simply lacks it)."""
+    choice = check_choice(model.choice_input, optional.get(model.choice_input, model.default_choice), model.choices)
+    ratios = api.EDIT_ASPECT_RATIOS if kind == "edit" else api.ASPECT_RATIOS
+    return ImageRequest(
+        endpoint=model.endpoints[kind][choice],
+        prompt=check_prompt(inputs["prompt"]),
+        num_images=check_num_images(inputs["num_images"]),
+        aspect_ratio=check_choice("aspect_ratio", inputs["aspect_ratio"], ratios),
+        resolution=check_choice("resolution", inputs["resolution"], api.RESOLUTIONS),
+        output_format=check_choice("output_format", inputs["output_format"], api.OUTPUT_FORMATS),
+        sync_mode=bool(inputs["sync_mode"]),
+        quality=choice if model.choice_in_body else None,
+    )
 
 
 def check_output_batch(num_images: int, size: tuple[int, int], known_from: str, *fixes: str) -> None:
@@ -179,13 +185,12 @@ def check_output_batch(num_images: int, size: tuple[int, int], known_from: str, 
     )
 
 
-def documented_size(arguments: dict[str, Any]) -> tuple[int, int] | None:
-    """The (width, height) xAI documents for the body's settings (None for "auto"), refused before anything is
-    sent when `num_images` of that size cannot fit one output batch."""
-    resolution = arguments.get("resolution", spec.DEFAULT_RESOLUTION)
-    size = spec.documented_image_size(arguments["aspect_ratio"], resolution)
+def documented_size(request: ImageRequest) -> tuple[int, int] | None:
+    """The (width, height) xAI documents for the request's settings (None for "auto"), refused before anything
+    is sent when `num_images` of that size cannot fit one output batch."""
+    size = request.documented_size
     if size is not None:
-        check_output_batch(arguments["num_images"], size,
-                           f"the size xAI documents for {arguments['aspect_ratio']} at {resolution}",
+        check_output_batch(request.num_images, size,
+                           f"the size xAI documents for {request.aspect_ratio} at {request.resolution}",
                            "choose a smaller 'resolution'")
     return size

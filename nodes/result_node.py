@@ -1,26 +1,22 @@
-"""Grok Imagine Result (fal): load an earlier request's images by its request id, without paying again."""
+"""Grok Imagine Result (fal): load an earlier request's images by its request id, without paying again.
+
+It collects through the same path as a run (`run.collect_images`); the request is never submitted and
+Cancel only stops the waiting (it is not cancelled at fal)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from ..fal_transport import config
-from ..fal_transport.config import Limits
-from ..fal_transport.credentials import resolve_credentials
+from ..fal_transport.aio import until_cancelled
 from ..fal_transport.errors import InvalidInputError
-from ..fal_transport.journal import Journal
-from ..fal_transport.lifecycle import RequestEvents, recover_request
-from ..fal_transport.queue import FalQueue, RequestHandle
 from ..image_io.output_batch import OutputBatch
-from . import grok_spec as spec
-from . import host, schema
-from .batches import BatchMember
-from .generate import Generation
-from .generating import run_in_batch
-from .grok_result import read_result
+from . import grok_api as api
+from . import host, widgets
+from .list_batch import BatchMember
 from .outputs import node_output
 from .progress import NodeProgress
+from .run import Generation, Session, collect_images, run_node, stopped_by_user
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,127}$")
 
@@ -38,35 +34,24 @@ def clean_request_id(request_id: str) -> str:
 
 async def recover(endpoint: str, request_id: str, node_progress: NodeProgress) -> Generation:
     """Load an earlier request's images from fal by its id, without a new generation (nothing is billed)."""
-    queue = FalQueue(resolve_credentials(config.key_file()))
-    limits = Limits.from_env()
+    session = Session.open()
     progress = node_progress.request()
-    events = RequestEvents(on_status=progress.status, on_tick=progress.tick, should_cancel=host.interrupted,
-                           on_resumed=progress.resumed)
-    out: OutputBatch | None = None
-
-    async def collect(handle: RequestHandle, result: dict[str, Any]) -> Generation:
-        nonlocal out
-        grok = read_result(result, handle.request_id)
-        out = OutputBatch(len(grok.image_urls), key=None, expected=grok.stated_size)
-        out.prepare_ahead()
-        progress.downloading(len(grok.image_urls))
-        files = await out.fetch(grok.image_urls, first_slot=0, timeout_s=limits.download_timeout,
-                                request_id=handle.request_id)
-        images = await out.finish(files)
-        progress.finished(len(files), grok.revised_prompt)
-        return Generation(images, grok.revised_prompt, [u for u in grok.image_urls if not u.startswith("data:")],
-                          [handle.request_id], files)
-
+    request = session.earlier(endpoint, request_id, progress)
+    data = await request.result()
+    grok = api.read_result(data, request.request_id)
+    out = OutputBatch(len(grok.image_urls), key=None, expected=grok.stated_size)
     try:
-        return await recover_request(queue, Journal(config.state_dir()), queue.handle_for(endpoint, request_id),
-                                     limits, events, collect)
+        out.prepare_ahead()
+        part = await until_cancelled(collect_images(request, data, out, progress), host.interrupted,
+                                     stopped_by_user(request))
+        images = await out.finish(part.files)
     finally:
-        if out is not None:
-            await out.close()
+        await out.close()
+    request.settle(used=True)
+    return Generation(images, part.revised_prompt, part.image_urls, [request.request_id], part.files)
 
 
-class FalGrokImagineResult(schema.GrokImagesNode):
+class FalGrokImagineResult(widgets.GrokImagesNode):
     """Load the images of an earlier Grok Imagine request from fal by its request id."""
 
     DESCRIPTION = (
@@ -92,21 +77,21 @@ class FalGrokImagineResult(schema.GrokImagesNode):
                     "tooltip": "The fal request id to load, as shown on the Grok node, in the console, in error "
                                "messages and in the PNG metadata of saved images.",
                 }),
-                "endpoint": (list(spec.ENDPOINTS), {
-                    "default": spec.TEXT_TO_IMAGE_ENDPOINT,
+                "endpoint": (list(api.ENDPOINTS), {
+                    "default": api.TEXT_TO_IMAGE_ENDPOINT,
                     "tooltip": "The endpoint the request was sent to (any of them finds the request: they share "
                                "one queue at fal).",
                 }),
             },
-            "hidden": schema.HIDDEN,
+            "hidden": widgets.HIDDEN,
         }
 
-    async def load(self, request_id: str, endpoint: str = spec.TEXT_TO_IMAGE_ENDPOINT,
+    async def load(self, request_id: str, endpoint: str = api.TEXT_TO_IMAGE_ENDPOINT,
                    unique_id: str | None = None, extra_pnginfo: Any = None) -> dict[str, Any]:
         async def run(member: BatchMember) -> dict[str, Any]:
-            schema.check_choice("endpoint", endpoint, spec.ENDPOINTS)
+            widgets.check_choice("endpoint", endpoint, api.ENDPOINTS)
             generation = await recover(endpoint, clean_request_id(request_id), member.progress)
             return node_output(generation, endpoint=endpoint, node_id=unique_id, member=member,
                                extra_pnginfo=extra_pnginfo)
 
-        return await run_in_batch(unique_id, run)
+        return await run_node(unique_id, run)
