@@ -31,7 +31,7 @@ async def node_decode(uris: list[str], size: tuple[int, int] | None) -> tuple[An
     """The node's path: an `OutputBatch` prepared for `size` as while fal generates (None: not prepared),
     then `fetch` + `finish`. The tensor, the seconds of fetch + finish, and of the preparation before."""
     start = time.perf_counter()
-    out = h.pack_module("image_io.output_batch").OutputBatch(len(uris), key=None, expected=size)
+    out = h.pack_module("media.output_batch").OutputBatch(len(uris), key=None, expected=size)
     if size is not None:
         out.prepare_ahead()  # what the node does once fal starts running the request
     await out.close()

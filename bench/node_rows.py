@@ -31,7 +31,7 @@ def alternate(items: list[Any], round_: int) -> list[Any]:
 @contextlib.contextmanager
 def preallocation(enabled: bool) -> Iterator[None]:
     """The node as it is, or with `OutputBatch._prepare` doing nothing (no batch made ahead of the images)."""
-    cls = h.pack_module("image_io.output_batch").OutputBatch
+    cls = h.pack_module("media.output_batch").OutputBatch
     original = cls._prepare
     if not enabled:
         cls._prepare = lambda self, size, why: None

@@ -43,7 +43,7 @@ class ProcessState:
     session_spend_usd: float = 0.0
     # fal_transport.billing: the last balance reading (or failed read) of each key, by a hash of the key
     balances: dict[str, tuple[float, Any]] = field(default_factory=dict)
-    # image_io.sizes: the image size each combination of settings gave last
+    # media.sizes: the image size each combination of settings gave last
     output_sizes: OrderedDict[str, tuple[int, int]] = field(default_factory=OrderedDict)
     # nodes.batches: the list batches running now, by (event loop, node id)
     batches: dict[tuple[int, str], Any] = field(default_factory=dict)

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..image_io.batch import FetchedImage
+from ..media.output_batch import FetchedImage
 from . import host
 from .list_batch import BatchMember
 

@@ -18,7 +18,7 @@ import torch
 from ..fal_transport.credentials import FalCredentials
 from ..fal_transport.errors import AuthenticationError, FalError, InvalidInputError, UploadError
 from ..fal_transport.storage import upload
-from ..image_io.encode import encode_png
+from ..media.codec import encode_png
 from . import grok_api as api
 from .grok_api import Reference
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..fal_transport.aio import until_cancelled
 from ..fal_transport.errors import InvalidInputError
-from ..image_io.output_batch import OutputBatch
+from ..media.output_batch import OutputBatch
 from . import grok_api as api
 from . import host, widgets
 from .list_batch import BatchMember

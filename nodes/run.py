@@ -31,8 +31,7 @@ from ..fal_transport.journal import Journal
 from ..fal_transport.ledger import Ledger, Reservation
 from ..fal_transport.lifecycle import FalRequest, Payload, RequestEvents, cancelled_before_sending
 from ..fal_transport.queue import FalQueue, QueueStatus
-from ..image_io.batch import FetchedImage
-from ..image_io.output_batch import OutputBatch
+from ..media.output_batch import FetchedImage, OutputBatch
 from . import host
 from .grok_api import ImageRequest, read_result
 from .list_batch import BatchMember, NodeBatch

@@ -16,7 +16,7 @@ shorter side, else 720p).
 
 Wiring still to do (delete this paragraph when done), on the typed request path: subclass each schema with
 FUNCTION and its run and register it under `VIDEO_NODES`; check inputs into the `VideoRequest` first (for
-Edit/Extend `image_io.video.video_seconds` and `video.get_dimensions()` before anything else); price it for the
+Edit/Extend `media.video.video_seconds` and `video.get_dimensions()` before anything else); price it for the
 daily limit; media: IMAGE as references are uploaded today, VIDEO by `fal_url_of` or else `mp4_for_upload` (in a
 thread) into the temp folder, `storage.upload_file`, then delete the file (the journal knows it by content);
 follow, cancel and recover through the shared lifecycle (the queue path is `xai/grok-imagine-video/requests/ID`;

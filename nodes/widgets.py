@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..fal_transport.errors import InvalidInputError
-from ..image_io.batch import MAX_BATCH_PIXELS
+from ..media.output_batch import MAX_BATCH_PIXELS
 from . import grok_api as api
 from .grok_api import GrokModel, ImageRequest, Kind
 

@@ -16,8 +16,8 @@ from fake_fal import FakeFal
 from PIL import EpsImagePlugin, Image
 
 errors = pack_module("fal_transport.errors")
-decode = pack_module("image_io.decode")
-output_batch = pack_module("image_io.output_batch")
+decode = pack_module("media.codec")
+output_batch = pack_module("media.output_batch")
 Node = pack_module("nodes.text_to_image").FalGrokImagineImage
 Node2 = pack_module("nodes.text_to_image").FalGrokImagine2Image
 Edit = pack_module("nodes.edit").FalGrokImagineEdit

@@ -27,8 +27,8 @@ from fake_fal import CONTENT_POLICY_MESSAGE, FakeFal
 from PIL import Image
 
 errors = pack_module("fal_transport.errors")
-download = pack_module("image_io.download")
-decode = pack_module("image_io.decode")
+download = pack_module("media.download")
+decode = pack_module("media.codec")
 journal_module = pack_module("fal_transport.journal")
 Node = pack_module("nodes.text_to_image").FalGrokImagineImage
 

@@ -11,9 +11,9 @@ import torch
 from comfy_like import pack_module
 from PIL import Image
 
-decode = pack_module("image_io.decode")
-batch = pack_module("image_io.batch")
-output_batch = pack_module("image_io.output_batch")
+decode = pack_module("media.codec")
+batch = pack_module("media.output_batch")
+output_batch = pack_module("media.output_batch")
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **save_args: object) -> bytes:
@@ -120,6 +120,6 @@ def test_bytes_that_are_no_image_give_a_clear_error_naming_the_request(data: byt
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.png", "javascript:alert(1)", "/a.png"])
 async def test_only_https_http_and_data_urls_are_loaded(url: str) -> None:
-    download = pack_module("image_io.download")
+    download = pack_module("media.download")
     with pytest.raises(download.ImageFetchError, match="only https, http and data"):
         await download.fetch_image_bytes(url, timeout_s=1, request_id="req-7")

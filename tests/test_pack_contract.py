@@ -36,7 +36,7 @@ def test_the_pack_never_imports_comfyuis_own_nodes_module() -> None:
         if not path.is_relative_to(ROOT / "tests") and not path.is_relative_to(ROOT / "bench")
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.startswith(("import nodes", "from nodes", "import fal_transport", "from fal_transport",
-                            "import image_io", "from image_io"))
+                            "import media", "from media"))
     ]
     assert offenders == []
 

@@ -18,7 +18,7 @@ from fake_comfy_video import VideoComponents, fake_comfy_api
 from fake_fal import FakeFal
 from fake_fal_video import BODY_RGB, LAST_RGB, TEXT_TO_VIDEO, write_mp4
 
-video_io = pack_module("image_io.video")
+video_io = pack_module("media.video")
 errors = pack_module("fal_transport.errors")
 storage = pack_module("fal_transport.storage")
 credentials = pack_module("fal_transport.credentials")

@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent('''
     from fake_fal_video import LAST_RGB, write_mp4
     from comfy_api.latest import Input, InputImpl, Types, io, ui
 
-    video_io = pack_module("image_io.video")
+    video_io = pack_module("media.video")
     source = work / "result.mp4"
     write_mp4(str(source), 320, 180, 2.0)
     url = "https://v3.fal.media/files/result.mp4"

@@ -1,1 +1,0 @@
-"""Image I/O: fetch result images (http(s) or data URIs), decode them, build ComfyUI IMAGE tensors."""
