@@ -48,9 +48,9 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -298,6 +298,46 @@ async def _request(client: httpx.AsyncClient, method: str, url: str, max_bytes: 
         return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=response.request)
 
 
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Tries(Generic[R]):
+    """How a request went after its retries: its last outcome, or the failure of its last attempt."""
+
+    outcome: R | None
+    failure: BaseException | None
+    attempts: int
+    out_of_time: bool = False  # it stopped because the deadline came (or the next wait would pass it)
+
+
+async def retry(attempt: Callable[[], Awaitable[R]], *, deadline: Deadline, policy: RetryPolicy,
+                again: Callable[[R | None, BaseException | None], bool], what: str) -> Tries[R]:
+    """The one retry loop of the pack: `attempt()` until its outcome (or its transport failure) is one `again`
+    does not want tried again, `policy.max_attempts` are spent, or the next wait would pass `deadline`. Waits
+    fal's `Retry-After` when an outcome is a response that gives one (as far as it is reasonable)."""
+    attempts = 0
+    while True:
+        attempts += 1
+        outcome: R | None = None
+        failure: BaseException | None = None
+        try:
+            outcome = await within(deadline.remaining(), attempt())
+        except (httpx.TransportError, httpx.TimeoutException, asyncio.TimeoutError) as exc:
+            failure = exc
+        if not again(outcome, failure):
+            return Tries(outcome, failure, attempts, isinstance(failure, asyncio.TimeoutError))
+        response = outcome if isinstance(outcome, httpx.Response) else None
+        delay = policy.delay(attempts, retry_after_seconds(response) if response is not None else None)
+        if delay >= deadline.remaining():
+            return Tries(outcome, failure, attempts, out_of_time=True)
+        if attempts >= policy.max_attempts:
+            return Tries(outcome, failure, attempts)
+        problem = f"HTTP {response.status_code}" if response is not None else describe(failure)
+        log.debug("retrying %s after %s (attempt %d, waiting %.2fs)", what, problem, attempts, delay)
+        await asyncio.sleep(delay)
+
+
 async def send(
     method: str,
     url: str,
@@ -316,52 +356,40 @@ async def send(
     (which may be an error status for the caller to interpret). `content` is the body, or a function
     that streams it afresh for each attempt (give its `Content-Length` in `headers`). A body past
     `max_bytes` raises `BodyTooLarge` at once."""
-    attempt = 0
+
+    def again(response: httpx.Response | None, failure: BaseException | None) -> bool:
+        if response is not None:
+            if idempotent:
+                return response.status_code in RETRY_STATUS_IDEMPOTENT
+            return response.status_code >= 400 and submit_is_safe_to_retry(response, None)
+        return idempotent or submit_is_safe_to_retry(None, failure)
+
     async with lease() as loop_client:
-        while True:
-            attempt += 1
-            response: httpx.Response | None = None
-            failure: BaseException | None = None
-            left = deadline.remaining()
-            try:
-                timeout = httpx.Timeout(min(ATTEMPT_TIMEOUT_S, max(left, 0.05)), connect=CONNECT_TIMEOUT_S,
-                                        pool=min(20.0, max(left, 0.05)))
-                response = await within(left, _request(
-                    loop_client.client, method, url, max_bytes, headers=headers, json=json,
-                    content=content() if callable(content) else content,
-                    params=params, timeout=timeout))
-            except (httpx.TransportError, httpx.TimeoutException, asyncio.TimeoutError) as exc:
-                failure = exc
+        async def attempt() -> httpx.Response:
+            left = max(deadline.remaining(), 0.05)
+            timeout = httpx.Timeout(min(ATTEMPT_TIMEOUT_S, left), connect=CONNECT_TIMEOUT_S, pool=min(20.0, left))
+            return await _request(loop_client.client, method, url, max_bytes, headers=headers, json=json,
+                                  content=content() if callable(content) else content, params=params,
+                                  timeout=timeout)
 
-            if response is not None:
-                if idempotent:
-                    retryable = response.status_code in RETRY_STATUS_IDEMPOTENT
-                else:
-                    retryable = response.status_code >= 400 and submit_is_safe_to_retry(response, None)
-                if not retryable:
-                    return response
-            elif not idempotent and not submit_is_safe_to_retry(None, failure):
-                raise SubmitUncertainError(
-                    f"The connection to fal broke while submitting ({describe(failure, headers)}). fal may "
-                    "have accepted the request, so it was not sent again to avoid paying twice. Check your fal "
-                    "dashboard's request history before queueing again."
-                ) from failure
-
-            retry_after = retry_after_seconds(response) if response is not None else None
-            delay = policy.delay(attempt, retry_after)
-            problem = f"HTTP {response.status_code}" if response is not None else describe(failure, headers)
-            if attempt >= policy.max_attempts or delay >= deadline.remaining():
-                if response is not None:
-                    return response
-                assert failure is not None
-                sent = "" if isinstance(failure, NOT_SENT) else " (the last attempt may have reached fal)"
-                raise NetworkError(
-                    f"Could not reach fal for {what} after {attempt} attempt{'s' if attempt > 1 else ''} "
-                    f"({problem}){sent}. Check your network connection (and FAL_QUEUE_BASE_URL if you set it), "
-                    "then queue again."
-                ) from failure
-            log.debug("retrying %s after %s (attempt %d, waiting %.2fs)", what, problem, attempt, delay)
-            await asyncio.sleep(delay)
+        tries = await retry(attempt, deadline=deadline, policy=policy, again=again, what=what)
+    if tries.outcome is not None:
+        return tries.outcome
+    failure = tries.failure
+    assert failure is not None
+    if not idempotent and not submit_is_safe_to_retry(None, failure):
+        raise SubmitUncertainError(
+            f"The connection to fal broke while submitting ({describe(failure, headers)}). fal may "
+            "have accepted the request, so it was not sent again to avoid paying twice. Check your fal "
+            "dashboard's request history before queueing again."
+        ) from failure
+    sent = "" if isinstance(failure, NOT_SENT) else " (the last attempt may have reached fal)"
+    attempts = tries.attempts
+    raise NetworkError(
+        f"Could not reach fal for {what} after {attempts} attempt{'s' if attempts > 1 else ''} "
+        f"({describe(failure, headers)}){sent}. Check your network connection (and FAL_QUEUE_BASE_URL if you set "
+        "it), then queue again."
+    ) from failure
 
 
 T = TypeVar("T")

@@ -30,8 +30,9 @@ from ..fal_transport.http import (
     MAX_REDIRECTS,
     RETRY_STATUS_IDEMPOTENT,
     LoopClient,
+    Tries,
     lease,
-    retry_after_seconds,
+    retry,
 )
 
 log = logging.getLogger("grok_imagine_fal")
@@ -177,43 +178,41 @@ async def fetch_image_bytes(url: str, *, timeout_s: float, request_id: str | Non
         return _data_uri_bytes(url, request_id)
     host = urlsplit(url).netloc
     deadline = Deadline(timeout_s)
-    attempt = 0
-    problem = ""
+
+    def again(outcome: bytes | httpx.Response | None, failure: BaseException | None) -> bool:
+        if isinstance(outcome, httpx.Response):
+            return outcome.status_code in RETRY_STATUS_IDEMPOTENT
+        return failure is not None and not isinstance(failure, asyncio.TimeoutError)
+
     try:
         async with lease() as loop_client:
             local = await within(deadline.remaining(), _local_base())
-            while True:
-                attempt += 1
-                try:
-                    outcome = await within(deadline.remaining(), _download(loop_client, url, request_id, local))
-                except (httpx.TransportError, httpx.TimeoutException) as exc:
-                    outcome, problem = None, _problem(exc)
-                retry_after = None
-                if isinstance(outcome, bytes):
-                    return outcome
-                if isinstance(outcome, httpx.Response):
-                    problem = f"HTTP {outcome.status_code}"
-                    if outcome.status_code not in RETRY_STATUS_IDEMPOTENT:
-                        raise ImageFetchError(
-                            f"A result image could not be downloaded from {host} ({problem}). fal may have "
-                            "expired it; images of sync-mode requests are never stored.",
-                            request_id=request_id,
-                        )
-                    retry_after = retry_after_seconds(outcome)
-                if attempt >= DEFAULT_RETRY.max_attempts:
-                    raise ImageFetchError(
-                        f"A result image could not be downloaded from {host} after {attempt} attempts "
-                        f"({problem}). Load it again later with the Grok Imagine Result node.",
-                        request_id=request_id,
-                    )
-                delay = DEFAULT_RETRY.delay(attempt, retry_after)
-                if delay >= deadline.remaining():
-                    raise asyncio.TimeoutError
-                await asyncio.sleep(delay)
+            tries = await retry(lambda: _download(loop_client, url, request_id, local), deadline=deadline,
+                                policy=DEFAULT_RETRY, again=again, what="downloading a result image")
     except asyncio.TimeoutError as exc:
+        tries = Tries(None, exc, 0, out_of_time=True)
+    outcome, failure = tries.outcome, tries.failure
+    if isinstance(outcome, bytes):
+        return outcome
+    if isinstance(outcome, httpx.Response):
+        problem = f"HTTP {outcome.status_code}"
+        if outcome.status_code not in RETRY_STATUS_IDEMPOTENT:
+            raise ImageFetchError(
+                f"A result image could not be downloaded from {host} ({problem}). fal may have expired it; images "
+                "of sync-mode requests are never stored.",
+                request_id=request_id,
+            )
+    else:
+        problem = _problem(failure) if failure is not None else ""
+    if tries.out_of_time:
         raise ImageFetchError(
             f"Downloading a result image from {host} took longer than {timeout_s:g} s "
             f"(GROK_IMAGINE_DOWNLOAD_TIMEOUT){f', last problem: {problem}' if problem else ''}. Check your "
             "connection, or raise GROK_IMAGINE_DOWNLOAD_TIMEOUT.",
             request_id=request_id,
-        ) from exc
+        ) from failure
+    raise ImageFetchError(
+        f"A result image could not be downloaded from {host} after {tries.attempts} attempts ({problem}). Load it "
+        "again later with the Grok Imagine Result node.",
+        request_id=request_id,
+    ) from failure
