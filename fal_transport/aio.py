@@ -25,9 +25,6 @@ class Deadline:
     def remaining(self) -> float:
         return self.at - time.monotonic()
 
-    def earliest(self, other: Deadline | None) -> Deadline:
-        """Whichever of the two comes first."""
-        return self if other is None or self.at <= other.at else other
 
 
 async def run_to_end(work: Awaitable[T]) -> T:

@@ -204,10 +204,6 @@ async def lease() -> AsyncIterator[LoopClient]:
             await run_to_end(entry.client.aclose())
 
 
-def open_clients() -> int:
-    """How many clients are open now (0 once every node has ended): for the tests' leak checks."""
-    return sum(1 for entry in current().loops.values() if not entry.client.is_closed)
-
 
 log = logging.getLogger("grok_imagine_fal")
 

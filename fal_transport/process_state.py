@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-import time
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
 class ProcessState:
     """The pack's per-process state. Fields are touched only by the module that owns them."""
 
-    started_at: float = field(default_factory=time.time)  # unix time: the start of "this session"
     lock: threading.Lock = field(default_factory=threading.Lock)
     # fal_transport.http: the SSL context (built once), and one client per running event loop
     ssl_context: ssl.SSLContext | None = None
@@ -43,10 +43,15 @@ class ProcessState:
     session_spend_usd: float = 0.0
     # fal_transport.billing: the last balance reading (or failed read) of each key, by a hash of the key
     balances: dict[str, tuple[float, Any]] = field(default_factory=dict)
-    # media.sizes: the image size each combination of settings gave last
-    output_sizes: OrderedDict[str, tuple[int, int]] = field(default_factory=OrderedDict)
-    # nodes.batches: the list batches running now, by (event loop, node id)
-    batches: dict[tuple[int, str], Any] = field(default_factory=dict)
+    # the layers above the transport (media, nodes): what each module keeps, under the module's name
+    layers: dict[str, Any] = field(default_factory=dict)
+
+    def of(self, owner: str, new: Callable[[], T]) -> T:
+        """What the module `owner` keeps for the process (made by `new()` on first use)."""
+        with self.lock:
+            if owner not in self.layers:
+                self.layers[owner] = new()
+            return self.layers[owner]  # type: ignore[no-any-return]
 
 
 _current = ProcessState()

@@ -20,6 +20,7 @@ import functools
 import logging
 import mmap
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +172,11 @@ async def in_thread(function: Any, *args: Any) -> Any:
     return await run_to_end(future)
 
 
+def _remembered_sizes() -> OrderedDict[str, tuple[int, int]]:
+    """The image size each combination of settings gave last in this process (at most `SIZES_KEPT`)."""
+    return current().of(__name__, OrderedDict)
+
+
 class OutputBatch:
     def __init__(self, count: int, *, key: str | None, expected: tuple[int, int] | None = None,
                  fixed: tuple[int, int] | None = None) -> None:
@@ -186,7 +192,7 @@ class OutputBatch:
         if self._started:
             return
         self._started = True
-        remembered = current().output_sizes.get(self.key) if self.key is not None else None
+        remembered = _remembered_sizes().get(self.key) if self.key is not None else None
         if self.builder.fixed is not None:
             self._prepare(self.builder.fixed, "the size asked for")
         elif remembered is not None:
@@ -243,7 +249,7 @@ class OutputBatch:
         await self.close()
         images = await in_thread(self.builder.finish, files)
         if self.key is not None and any(not f.placeholder for f in files):
-            sizes = current().output_sizes
+            sizes = _remembered_sizes()
             sizes[self.key] = (int(images.shape[2]), int(images.shape[1]))
             sizes.move_to_end(self.key)
             while len(sizes) > SIZES_KEPT:

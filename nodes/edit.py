@@ -65,7 +65,8 @@ class _EditNode(widgets.GrokImagesNode):
         sync_mode: bool = False, seed: int = 0, image_2: Any = None, image_3: Any = None, on_refusal: str = "fail",
         output_size: str = "fal", unique_id: str | None = None, extra_pnginfo: Any = None, **optional: Any,
     ) -> dict[str, Any]:
-        """`optional`: the node's choice input (tier or quality). The seed is never sent."""
+        """`optional`: the node's choice input (tier or quality)."""
+        del seed  # never sent: Grok takes no seed (changing it only makes ComfyUI run the node again)
         inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
                   "output_format": output_format, "sync_mode": sync_mode}
 

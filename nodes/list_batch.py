@@ -47,6 +47,11 @@ async def _judge(check: Callable[[float, int], Awaitable[None]], price_usd: floa
     return None
 
 
+def _running() -> dict[tuple[int, str], NodeBatch]:
+    """The list batches running now in this process, by (event loop, node id)."""
+    return current().of(__name__, dict)
+
+
 @dataclass
 class NodeBatch:
     key: tuple[int, str]
@@ -73,8 +78,9 @@ class NodeBatch:
             batch = cls((0, ""), NodeProgress(None))
         else:
             key = (id(asyncio.get_running_loop()), str(node_id))
-            batch = current().batches.get(key) or cls(key, NodeProgress(node_id))
-            current().batches[key] = batch
+            running = _running()
+            batch = running.get(key) or cls(key, NodeProgress(node_id))
+            running[key] = batch
         batch.members += 1
         batch.joined += 1
         batch.undecided += 1
@@ -94,8 +100,8 @@ class NodeBatch:
         self.members -= 1
         if self.members > 0:
             return
-        if current().batches.get(self.key) is self:
-            del current().batches[self.key]
+        if _running().get(self.key) is self:
+            del _running()[self.key]
         if self.journal is not None:
             settle(self.journal, self.collected, used=not self.failed)
 

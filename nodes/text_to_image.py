@@ -48,7 +48,8 @@ class _TextToImageNode(widgets.GrokImagesNode):
         sync_mode: bool = False, seed: int = 0, on_refusal: str = "fail", unique_id: str | None = None,
         extra_pnginfo: Any = None, **optional: Any,
     ) -> dict[str, Any]:
-        """`optional`: the model's choice input (tier or quality). The seed is never sent."""
+        """`optional`: the model's choice input (tier or quality)."""
+        del seed  # never sent: Grok takes no seed (changing it only makes ComfyUI run the node again)
         inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
                   "output_format": output_format, "sync_mode": sync_mode}
 
