@@ -101,7 +101,10 @@ def confirm_cost(assume_yes: bool) -> bool:
     if not sys.stdin.isatty():
         say("Not run: pass --yes to confirm the cost.")
         return False
-    return input("Run it on fal.ai? [y/N] ").strip().lower() in ("y", "yes")
+    if input("Run it on fal.ai? [y/N] ").strip().lower() in ("y", "yes"):
+        return True
+    say("Not run.")
+    return False
 
 
 def free_port() -> int:
@@ -152,21 +155,13 @@ def wait_for_comfyui(url: str, process: subprocess.Popen[bytes], log: Path, time
 
 
 def wait_for_prompt(url: str, prompt_id: str, timeout: float) -> dict[str, Any]:
-    """The prompt's /history entry once it succeeded or failed; on Ctrl-C, ComfyUI's Cancel first."""
+    """The prompt's /history entry once it succeeded or failed."""
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            entry = http_json(f"{url}/history/{prompt_id}").get(prompt_id)
-            if entry and entry.get("status", {}).get("status_str") in ("success", "error"):
-                return entry
-            time.sleep(0.25)
-    except KeyboardInterrupt:
-        say("Cancelling: the pack cancels the request at fal ...")
-        http_json(f"{url}/interrupt", {})
-        cancelled_by = time.monotonic() + 15
-        while time.monotonic() < cancelled_by and not http_json(f"{url}/history/{prompt_id}").get(prompt_id):
-            time.sleep(0.25)
-        raise
+    while time.monotonic() < deadline:
+        entry = http_json(f"{url}/history/{prompt_id}").get(prompt_id)
+        if entry and entry.get("status", {}).get("status_str") in ("success", "error"):
+            return entry
+        time.sleep(0.25)
     raise TimeoutError(f"the prompt did not finish within {timeout:.0f} s")
 
 
@@ -263,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where ComfyUI saves the images (default: a new folder in the temporary folder)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for ComfyUI, then for the run")
     args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a path the console cannot encode (Windows, redirected) prints escaped
+        stream.reconfigure(errors="backslashreplace")
 
     places = comfyui_candidates(os.environ, PACK_ROOT, Path.home())
     comfy_dir = find_comfyui(places)

@@ -57,6 +57,20 @@ def test_without_a_comfyui_the_example_says_in_one_line_how_to_get_one(tmp_path:
     assert "git clone https://github.com/comfyanonymous/ComfyUI" in lines[0] and "COMFYUI_DIR" in lines[0]
 
 
+def test_a_comfyui_that_cannot_start_is_reported_with_its_log_even_where_the_console_cannot_print_its_path(
+    tmp_path: Path,
+) -> None:
+    """Its path is printed escaped where the console cannot encode it: Windows with the output redirected
+    (a code page, not UTF-8), forced here with an ASCII console."""
+    comfy = make_comfyui(tmp_path / USER / "ComfyUI")
+    (comfy / "main.py").write_text("raise SystemExit('ComfyUI cannot start: no torch here')\n", encoding="utf-8")
+    result = run_try_example(script_env(tmp_path, COMFYUI_DIR=str(comfy), PYTHONIOENCODING="ascii"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "Starting ComfyUI from " in result.stdout and "Zo\\xeb M\\xfcller's PC" in result.stdout
+    assert "ComfyUI exited while starting" in result.stdout
+    assert "ComfyUI cannot start: no torch here" in result.stdout
+
+
 def test_a_pack_inside_comfyui_custom_nodes_runs_in_that_comfyui(tmp_path: Path) -> None:
     comfy = make_comfyui(tmp_path / USER / "ComfyUI_windows_portable" / "ComfyUI")
     pack = comfy / "custom_nodes" / "ComfyUI-Grok-Imagine-fal"
