@@ -162,8 +162,7 @@ def _detail(response: httpx.Response, scrub: Callable[[str], str]) -> tuple[str,
 def content_policy_error(reason: str, request_id: str | None) -> ContentPolicyError:
     return ContentPolicyError(
         f"fal refused the request under its content policy: {reason} Change the prompt (or the input "
-        "images) and queue again; refused requests may still be billed. To let a batch go on past a "
-        "refusal, set the node's on_refusal to placeholder.",
+        "images) and queue again; refused requests may still be billed.",
         fal_reason=reason,
         request_id=request_id,
     )
@@ -212,7 +211,7 @@ def error_from_response(
     if code == 422:
         named = f"input '{field_name}'" if field_name else "the inputs"
         return InputRejectedError(
-            f"fal rejected {named}: {text}. Fix that input on the node and queue again.",
+            f"fal rejected {named}: {text}. Fix that input and queue again.",
             field=field_name,
             request_id=request_id,
         )

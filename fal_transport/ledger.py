@@ -2,7 +2,7 @@
 
 The state database (`state`) holds one spend row per accepted request: request id, endpoint, image and
 reference counts, price in US dollars, time and local day. Never the prompt, never the key. Requests collected
-from the journal or by the Result node cost nothing and are not recorded.
+from the journal or loaded by their id cost nothing and are not recorded.
 
 A daily limit (`GROK_IMAGINE_DAILY_LIMIT_USD`, else the one stored from Settings) is enforced by reserving a
 run's price before anything is sent: a run that would take today's spend (recorded, plus what runs under way

@@ -239,7 +239,8 @@ class FalRequest:
         except NetworkError as exc:
             raise ResultError(
                 f"fal's result did not arrive whole within {seconds:g} s ({config.RUN_TIMEOUT_ENV}): {exc.reason} "
-                "The request stays collectable: the next run with the same inputs, or the Result node, loads it.",
+                "The request stays collectable: the next run with the same inputs, or a load by its request id, "
+                "collects it.",
                 request_id=self.request_id,
             ) from exc
 

@@ -169,7 +169,7 @@ class FalQueue:
                 raise SubmitUncertainError(
                     f"fal answered HTTP {response.status_code} to the submit after accepting it, so it was not "
                     "sent again to avoid paying twice. The next run with the same inputs collects it, or load its "
-                    "images with the Grok Imagine Result node once it completes.",
+                    "images by its request id once it completes.",
                     request_id=request_id,
                 )
             raise error
@@ -227,7 +227,7 @@ class FalQueue:
             data = response.json()
         except ValueError as exc:
             raise ResultError(
-                "fal returned a result that is not JSON. Load it again later with the Grok Imagine Result node.",
+                "fal returned a result that is not JSON. Load it again later by its request id.",
                 request_id=handle.request_id,
             ) from exc
         if not isinstance(data, dict):

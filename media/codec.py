@@ -85,8 +85,8 @@ def decode_image(data: bytes, *, index: int = 0, request_id: str | None = None) 
         known = data[:4] in (b"\xff\xd8\xff\xe0", b"\x89PNG", b"RIFF")
         kind = "truncated or corrupt" if known else "not an image fal makes (JPEG, PNG or WebP)"
         raise ImageDecodeError(
-            f"{label} is {kind} ({len(data)} bytes) and could not be decoded. Load it again later with the "
-            "Grok Imagine Result node.",
+            f"{label} is {kind} ({len(data)} bytes) and could not be decoded. Load it again later "
+            "by its request id.",
             request_id=request_id,
         ) from exc
     file_format = (image.format or "").lower()

@@ -136,7 +136,7 @@ async def _download(loop_client: LoopClient, url: str, request_id: str | None,
         url = str(outcome.request.url.join(outcome.headers["location"]))  # httpx refuses schemes but http(s)
     raise ImageFetchError(
         f"A result image on {urlsplit(url).netloc} redirects in a loop; it cannot be downloaded. Try loading it "
-        "again later with the Grok Imagine Result node.",
+        "again later by its request id.",
         request_id=request_id,
     )
 
@@ -213,6 +213,6 @@ async def fetch_image_bytes(url: str, *, timeout_s: float, request_id: str | Non
         ) from failure
     raise ImageFetchError(
         f"A result image could not be downloaded from {host} after {tries.attempts} attempts ({problem}). Load it "
-        "again later with the Grok Imagine Result node.",
+        "again later by its request id.",
         request_id=request_id,
     ) from failure

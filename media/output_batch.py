@@ -59,7 +59,7 @@ def check_batch_size(count: int, width: int, height: int, request_id: str | None
             f"The images would make a batch of {count} x {width}x{height} = {count * width * height / 1e6:.0f} MP "
             f"(about {count * width * height * 12 / 2**30:.1f} GiB), over the node's limit of "
             f"{MAX_BATCH_PIXELS // 1_000_000} MP. Grok Imagine makes images of about 4 MP: fal returned something "
-            "else. Ask for fewer images, or load them one request at a time with the Grok Imagine Result node.",
+            "else. Ask for fewer images, or load them one request at a time by its request id.",
             request_id=request_id,
         )
 

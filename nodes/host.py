@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
-from ..fal_transport.errors import RequestCancelledError
+from ..fal_transport.errors import ContentPolicyError, FalError, RequestCancelledError
 
 T = TypeVar("T")
 
@@ -36,8 +36,9 @@ def interrupted() -> bool:
 
 
 async def run_as_node(work: Awaitable[T]) -> T:
-    """Await a node's work; the user's Cancel ends it as *interrupted* in ComfyUI, not as failed.
-    (The one place where the pack's `RequestCancelledError` becomes ComfyUI's interrupt.)"""
+    """Await a node's work; the user's Cancel ends it as *interrupted* in ComfyUI, not as failed, and any
+    other error reads in ComfyUI's words (`in_comfyui_words`). (The one place where the pack's
+    `RequestCancelledError` becomes ComfyUI's interrupt.)"""
     try:
         return await work
     except RequestCancelledError as exc:
@@ -46,6 +47,23 @@ async def run_as_node(work: Awaitable[T]) -> T:
             raise
         log.info("[Grok Imagine] %s", exc)
         raise mm.InterruptProcessingException() from exc
+    except FalError as exc:
+        in_comfyui_words(exc)
+        raise
+
+
+def in_comfyui_words(error: FalError) -> None:
+    """Add to the error's message what the transport and media layers do not know: where in ComfyUI the user
+    acts on it (the Result node that loads a request by its id; a node's `on_refusal`)."""
+    text = str(error)
+    hints = []
+    if "by its request id" in text or "by request id" in text:
+        hints.append("The Grok Imagine Result node loads a request by its id (and costs nothing).")
+    if isinstance(error, ContentPolicyError):
+        hints.append("To let a batch of images go on past a refusal, set the image node's on_refusal to "
+                     "placeholder.")
+    if hints and error.args:
+        error.args = (" ".join([text, *hints]), *error.args[1:])
 
 
 _WORD_JOINER = "\u2060"  # invisible; neither HTML nor the frontend's link syntax gives it a meaning

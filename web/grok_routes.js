@@ -8,7 +8,7 @@ export const ROUTES = {
   spendFloor: "/grok_imagine/spend/floor",
 };
 
-/** What the server asks of every settings write (nodes/route_guard.py): JSON and this header. */
+/** What the server asks of every settings write (nodes/routes.py, write_refusal): JSON and this header. */
 export const WRITE_HEADERS = Object.freeze({ "Content-Type": "application/json", "X-Grok-Imagine": "1" });
 
 /** The fetch options for one call to the pack's routes: writes (POST, DELETE) always carry a JSON body. */
