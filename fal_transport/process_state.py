@@ -25,7 +25,7 @@ class ProcessState:
     # fal_transport.client: the SSL context (built once), and one client per running event loop
     ssl_context: ssl.SSLContext | None = None
     loops: dict[asyncio.AbstractEventLoop, Any] = field(default_factory=dict)
-    # fal_transport.storage: CDN tokens by a hash of the key, uploads by content hash
+    # fal_transport.storage: CDN tokens by a hash of the key, the last hour's uploads by content hash (a cap)
     cdn_tokens: dict[str, Any] = field(default_factory=dict)
     uploads: dict[str, tuple[str, float]] = field(default_factory=dict)
     # fal_transport.journal: request ids a node of this process is following now

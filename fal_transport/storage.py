@@ -26,6 +26,7 @@ from .process_state import current
 
 TOKEN_MARGIN_S = 60.0
 UPLOAD_CACHE_S = 3600.0
+UPLOADS_KEPT = 1000  # uploads remembered at most (the oldest are forgotten first)
 
 @dataclass
 class _CdnToken:
@@ -100,5 +101,18 @@ async def upload(
         url = str(response.json()["access_url"])
     except (ValueError, KeyError, TypeError) as exc:
         raise UploadError("fal's storage accepted an upload but its answer could not be read.") from exc
-    current().uploads[digest] = (url, time.monotonic())
+    _remember_upload(digest, url)
     return url
+
+
+def _remember_upload(digest: str, url: str) -> None:
+    """Remember an upload for the next hour; forget those older than that, and the oldest past `UPLOADS_KEPT`
+    (a long run of edits with new references would otherwise hold every one of them for good)."""
+    uploads = current().uploads
+    now = time.monotonic()
+    uploads.pop(digest, None)
+    uploads[digest] = (url, now)  # the newest last: the dict is in upload order
+    for old in list(uploads):
+        if len(uploads) <= UPLOADS_KEPT and now - uploads[old][1] < UPLOAD_CACHE_S:
+            break
+        del uploads[old]
