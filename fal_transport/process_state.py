@@ -28,7 +28,7 @@ class ProcessState:
     loops: dict[asyncio.AbstractEventLoop, Any] = field(default_factory=dict)
     # fal_transport.aio: the watch on the user's Cancel of each event loop that has waits
     cancel_watches: dict[asyncio.AbstractEventLoop, Any] = field(default_factory=dict)
-    # fal_transport.storage: CDN tokens by a hash of the key, uploads by content hash
+    # fal_transport.storage: CDN tokens by a hash of the key, the last hour's uploads by content hash (a cap)
     cdn_tokens: dict[str, Any] = field(default_factory=dict)
     uploads: dict[str, tuple[str, float]] = field(default_factory=dict)
     # fal_transport.http: the loop thread that submits and cancels run on

@@ -32,6 +32,7 @@ UPLOAD_CACHE_S = 3600.0
 # fal's clients send a file of up to 100 MiB in one request (larger ones in parts, which this pack does not do).
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+UPLOADS_KEPT = 1000  # uploads remembered at most (the oldest are forgotten first)
 
 @dataclass
 class _CdnToken:
@@ -137,5 +138,18 @@ async def _upload(credentials: FalCredentials, content: bytes | Callable[[], Asy
         url = str(response.json()["access_url"])
     except (ValueError, KeyError, TypeError) as exc:
         raise UploadError("fal's storage accepted an upload but its answer could not be read.") from exc
-    current().uploads[digest] = (url, time.monotonic())
+    _remember_upload(digest, url)
     return url
+
+
+def _remember_upload(digest: str, url: str) -> None:
+    """Remember an upload for the next hour; forget those older than that, and the oldest past `UPLOADS_KEPT`
+    (a long run of edits with new references would otherwise hold every one of them for good)."""
+    uploads = current().uploads
+    now = time.monotonic()
+    uploads.pop(digest, None)
+    uploads[digest] = (url, now)  # the newest last: the dict is in upload order
+    for old in list(uploads):
+        if len(uploads) <= UPLOADS_KEPT and now - uploads[old][1] < UPLOAD_CACHE_S:
+            break
+        del uploads[old]
