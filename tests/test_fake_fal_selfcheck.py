@@ -387,7 +387,7 @@ def test_stop_is_prompt_with_open_stream() -> None:
 
 
 def test_script_mode() -> None:
-    script = Path(__file__).with_name("fake_fal.py")
+    script = Path(__file__).with_name("fake_fal")
     proc = subprocess.Popen(
         [sys.executable, str(script), "--port", "0", "--key", "k1"],
         stdout=subprocess.PIPE,
@@ -408,7 +408,7 @@ def test_script_mode() -> None:
 
 
 def test_script_mode_balance() -> None:
-    script = Path(__file__).with_name("fake_fal.py")
+    script = Path(__file__).with_name("fake_fal")
     proc = subprocess.Popen(
         [sys.executable, str(script), "--port", "0", "--balance", "0.03", "--charge-balance"],
         stdout=subprocess.PIPE,
@@ -578,7 +578,7 @@ def test_400_jobs_and_400_streams_under_account_concurrency() -> None:
 
 
 def test_script_mode_account_concurrency() -> None:
-    script = Path(__file__).with_name("fake_fal.py")
+    script = Path(__file__).with_name("fake_fal")
     proc = subprocess.Popen(
         [sys.executable, str(script), "--account-concurrency", "1", "--run-time", "30"],
         stdout=subprocess.PIPE,

@@ -12,7 +12,7 @@ import av
 import httpx
 import pytest
 from fake_fal import FakeFal
-from fake_fal_video import (
+from fake_fal.video import (
     EDIT_VIDEO,
     EXTEND_VIDEO,
     FPS,

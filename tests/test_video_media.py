@@ -16,7 +16,7 @@ import torch
 from comfy_like import TEST_KEY, pack_module
 from fake_comfy_video import VideoComponents, fake_comfy_api
 from fake_fal import FakeFal
-from fake_fal_video import BODY_RGB, LAST_RGB, TEXT_TO_VIDEO, write_mp4
+from fake_fal.video import BODY_RGB, LAST_RGB, TEXT_TO_VIDEO, write_mp4
 
 video_io = pack_module("image_io.video")
 errors = pack_module("fal_transport.errors")

@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent('''
 
     import av, torch
     from comfy_like import pack_module
-    from fake_fal_video import LAST_RGB, write_mp4
+    from fake_fal.video import LAST_RGB, write_mp4
     from comfy_api.latest import Input, InputImpl, Types, io, ui
 
     video_io = pack_module("image_io.video")
