@@ -23,6 +23,7 @@ Its parts, each documented where it lives:
 - `fake_fal.billing`: the balance, and what an accepted submit costs;
 - `fake_fal.faults`: the misbehaviour a test injects (`Faults`);
 - `fake_fal.foreign`: the "foreign host" the ``foreign_urls`` fault points the answers at.
+- `fake_fal.plain_client`: a plain HTTP client of the fake, for its self-checks.
 
 Its own self-checks are the `tests/test_fake_fal_*.py` files.
 """

@@ -69,10 +69,10 @@ class _ForeignHandler(BaseHTTPRequestHandler):
         fake = self.server.fake
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
-        rec = fake._record(self, body, store=False)
-        rec.kind = "foreign"
+        rec = fake._record(self, body, store=False, kind="foreign")
         with fake._lock:
             fake.foreign_requests.append(rec)
+            fake._seen.notify_all()
         host = f"http://127.0.0.1:{self.server.server_address[1]}"
         path = urlsplit(self.path).path
         match = PER_REQUEST_PATH.match(unquote(path))

@@ -114,6 +114,24 @@ class RecordedRequest:
 
 
 
+_SERVICE_KINDS = {"/storage/auth/token": "token", "/billing/user_balance": "balance", "/files/upload": "upload"}
+
+
+def classify(method: str, path: str) -> tuple[str, str | None]:
+    """What a request is (`RecordedRequest.kind`) and which job it is about, from its method and path alone, so it
+    is recorded whole as it arrives."""
+    if path in _SERVICE_KINDS:
+        return _SERVICE_KINDS[path], None
+    if path.startswith("/files/"):
+        match = FILE_PATH.match(path)
+        return "file", match["rid"] if match else None
+    match = PER_REQUEST_PATH.match(path)
+    if match:
+        tail = {"": "result", "/status": "status", "/status/stream": "stream", "/cancel": "cancel"}
+        return tail[match["tail"] or ""], match["rid"]
+    return ("submit" if method == "POST" else "unknown"), None
+
+
 def _unrecorded() -> RecordedRequest:
     return RecordedRequest("", "", {}, b"", None, 0.0)
 
@@ -218,6 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.rec.status = code
         if not self.rec.outcome:
             self.rec.outcome = "ok" if code < 400 else "error"
+        self.fake._saw()
         super().send_response(code, message)
 
     def _dispatch(self) -> None:
@@ -231,7 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._send_json(400, {"detail": "Bad request body"})
             return
-        self.rec = self.fake._record(self, body, store=not control)
+        kind, request_id = ("control", None) if control else classify(self.command, path)
+        self.rec = self.fake._record(self, body, store=not control, kind=kind, request_id=request_id)
         try:
             if control:
                 self._control(path, body)
@@ -284,6 +304,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _drop(self) -> None:
         """Close the connection without any answer."""
         self.rec.outcome = "dropped"
+        self.fake._saw()
         self.close_connection = True
         self._answered = True
         with contextlib.suppress(OSError):
@@ -306,22 +327,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, path: str, query: dict[str, list[str]], body: bytes) -> None:
         if path == "/storage/auth/token":
-            self.rec.kind = "token"
             return self._storage_token() if self.command == "POST" else self._method_not_allowed()
         if path == "/billing/user_balance":
-            self.rec.kind = "balance"
             return self._balance() if self.command == "GET" else self._method_not_allowed()
         if path == "/files/upload":
-            self.rec.kind = "upload"
             return self._upload(body) if self.command == "POST" else self._method_not_allowed()
         if path.startswith("/files/"):
-            self.rec.kind = "file"
             return self._file(path) if self.command == "GET" else self._method_not_allowed()
         match = PER_REQUEST_PATH.match(path)
         if match:
             return self._per_request(match["app"], match["rid"], match["tail"] or "", query)
         if self.command == "POST":
-            self.rec.kind = "submit"
             return self._submit(path.strip("/"), body)
         self._send_json(404, {"detail": "Not Found"})
 
@@ -382,8 +398,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _per_request(self, app: str, rid: str, tail: str, query: dict[str, list[str]]) -> None:
         fake = self.fake
-        kind = {"": "result", "/status": "status", "/status/stream": "stream", "/cancel": "cancel"}[tail]
-        self.rec.kind, self.rec.request_id = kind, rid
+        kind = self.rec.kind
         if self.command != ("PUT" if kind == "cancel" else "GET"):
             return self._method_not_allowed()
         if kind in ("status", "stream"):
@@ -417,11 +432,13 @@ class _Handler(BaseHTTPRequestHandler):
         with fake._lock:
             fake.open_streams += 1
             fake.max_open_streams = max(fake.max_open_streams, fake.open_streams)
+            fake._seen.notify_all()
         try:
             self._stream_events(job, with_logs, cut)
         finally:
             with fake._lock:
                 fake.open_streams -= 1
+                fake._seen.notify_all()
 
     def _stream_events(self, job: Job, with_logs: bool, cut: bool) -> None:
         """The status is checked on a 20 ms tick (`STREAM_TICK_S`) from the stream's start, but a tick
@@ -555,7 +572,6 @@ class _Handler(BaseHTTPRequestHandler):
         if match is None:
             return self._send_json(404, {"detail": "Not Found"})
         rid, index = match["rid"], int(match["index"])
-        self.rec.request_id = rid
         code = fake._take_fault(None, "image_status")[1]
         if code is not None:
             return self._send_fault(code)
@@ -674,7 +690,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _control(self, path: str, body: bytes) -> None:
         fake = self.fake
-        self.rec.kind = "control"
         if path == "/_fake/faults" and self.command == "GET":
             return self._send_json(200, fake.faults.to_json())
         if path == "/_fake/faults" and self.command == "POST":

@@ -14,8 +14,13 @@ What the fake records
 once); `connections_opened` (TCP connections to the fake accepted since the last reset);
 `job_times()` (per job ``submitted_at``/``started_at``/``completed_at`` in seconds since
 `FakeFal.epoch`, None when not yet). `reset()` clears them; the high-water marks restart from what
-is open now. `wait_for(condition, timeout)` blocks until a condition on them holds, looking again
-after every accepted submit and every cancel (tests synchronise on it rather than sleep).
+is open now.
+
+`wait_for(condition, timeout)` blocks until a condition on what the fake records holds, looking again
+whenever it records something and whenever a job starts or completes by the clock; `sees` is the same
+for a test running in an event loop. Tests synchronise on them rather than sleep: a test that aims at
+a moment (Cancel while the submit's answer is on its way, while the node follows the request...) waits
+for the request that proves the moment came.
 
 Control endpoints (no auth, never recorded): ``POST /_fake/faults`` (JSON object of fault
 fields to set), ``GET /_fake/faults``, ``POST /_fake/reset``, ``GET /_fake/log`` (`log_json`:
@@ -26,6 +31,7 @@ fields to set), ``GET /_fake/faults``, ``POST /_fake/reset``, ``GET /_fake/log``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -91,7 +97,7 @@ class FakeFal:
         self._port = port
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # notified on cancels, completions by hand, resets
-        self._recorded = threading.Condition(self._lock)  # notified on every accepted submit and every cancel
+        self._seen = threading.Condition(self._lock)  # notified whenever the fake records something (`wait_for`)
         self._version = 0  # bumped with every notification of `_changed`
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -226,15 +232,57 @@ class FakeFal:
             return [r for r in self.requests if r.kind == "submit"]
 
     def wait_for(self, condition: Callable[[FakeFal], bool], timeout: float) -> bool:
-        """Block until `condition(self)` holds (looked at under the lock, after every accepted submit and
-        every cancel), or `timeout` seconds pass; answers whether it holds. From an event loop, call it in
-        a thread: ``await asyncio.to_thread(fake.wait_for, lambda f: len(f.cancels) == 3, 10)``."""
+        """Block until `condition(self)` holds, or `timeout` seconds pass; answers whether it holds.
+
+        The condition is looked at under the lock at once and again whenever the fake records something (a
+        request arriving, an accepted submit, a cancel, a status stream or a connection opening or closing, a
+        job completed by hand, a reset) and whenever a job starts or completes by the clock: a test waits for
+        exactly the event it names, never polling and never sleeping. From an event loop, use `sees`."""
+        deadline = time.monotonic() + timeout
         with self._lock:
-            return self._recorded.wait_for(lambda: condition(self), timeout)
+            while True:
+                now = time.monotonic()
+                self._queue.schedule(now)  # the jobs due to start or complete by now do
+                if condition(self):
+                    return True
+                if now >= deadline:
+                    return False
+                self._seen.wait(min(deadline, self._queue.next_event) - now)
+
+    async def sees(self, condition: Callable[[FakeFal], bool], timeout: float = 10.0) -> bool:
+        """`wait_for` from an event loop, which goes on running meanwhile (the wait has a thread of its own, so
+        it takes no worker from the loop's executor): ``assert await fake.sees(lambda f: f.cancels, 5)``."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+
+        def settle(held: bool | None, error: BaseException | None) -> None:
+            if answer.done():
+                return
+            if error is None:
+                answer.set_result(bool(held))
+            else:
+                answer.set_exception(error)
+
+        def wait() -> None:
+            try:
+                held, error = self.wait_for(condition, timeout), None
+            except BaseException as exc:  # e.g. a condition that raised: the test sees it
+                held, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(settle, held, error)
+
+        threading.Thread(target=wait, name="fake-fal-sees", daemon=True).start()
+        return await answer
 
     def requests_of(self, kind: str) -> list[RecordedRequest]:
         with self._lock:
             return [r for r in self.requests if r.kind == kind]
+
+    def followed(self, request_id: str | None = None) -> bool:
+        """Has a client asked for the status (or the status stream) of this request, or of any? A node does
+        once fal accepted its request and the answer reached it: it is then waiting on fal."""
+        with self._lock:
+            return any(r.kind in ("status", "stream") and request_id in (None, r.request_id) for r in self.requests)
 
     def state_of(self, request_id: str) -> str:
         """The job's current status (IN_QUEUE, IN_PROGRESS or COMPLETED)."""
@@ -318,6 +366,7 @@ class FakeFal:
 
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
+            self._seen.notify_all()
             if add:
                 self._connections.add(conn)
                 self.max_open_connections = max(self.max_open_connections, len(self._connections))
@@ -325,12 +374,19 @@ class FakeFal:
             else:
                 self._connections.discard(conn)
 
+    def _saw(self) -> None:
+        """Wake every `wait_for`: something the fake records has changed (an answer given, say)."""
+        with self._lock:
+            self._seen.notify_all()
+
     def _notify(self) -> None:
-        """Wake every waiting stream (call with the lock held)."""
+        """Wake every waiting stream, and every `wait_for` (call with the lock held)."""
         self._version += 1
         self._changed.notify_all()
+        self._seen.notify_all()
 
-    def _record(self, handler: BaseHTTPRequestHandler, body: bytes, *, store: bool) -> RecordedRequest:
+    def _record(self, handler: BaseHTTPRequestHandler, body: bytes, *, store: bool, kind: str = "unknown",
+                request_id: str | None = None) -> RecordedRequest:
         try:
             parsed = json.loads(body) if body else None
         except ValueError:
@@ -342,10 +398,13 @@ class FakeFal:
             body=body,
             json=parsed,
             time=time.monotonic(),
+            kind=kind,
+            request_id=request_id,
         )
         if store:
             with self._lock:
                 self.requests.append(rec)
+                self._seen.notify_all()
         return rec
 
     def _take_fault(self, counter: str | None, codes: str | None) -> tuple[bool, int | None]:
@@ -459,7 +518,7 @@ class FakeFal:
             self.jobs[rid] = job
             self.submits.append(rec)
             rec.outcome, rec.request_id = "accepted", rid
-            self._recorded.notify_all()
+            self._seen.notify_all()
             self._queue.admit(job)
         return job
 
@@ -512,7 +571,7 @@ class FakeFal:
         """Record a cancel; True when the job was still running (and is now cancelled)."""
         with self._lock:
             self.cancels.append(job.request_id)
-            self._recorded.notify_all()
+            self._seen.notify_all()
             now = time.monotonic()
             if self._queue.advance(job, now)[0] == COMPLETED:
                 return False
