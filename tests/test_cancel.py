@@ -112,3 +112,28 @@ async def test_a_request_whose_cancel_fal_never_took_is_collected_by_the_next_ru
     fake_fal.complete_job(request_id)  # fal finished it anyway
     images, _, urls = await run_node(Node, prompt="a lighthouse", num_images=1)
     assert len(fake_fal.submits) == 1 and request_id in urls and images.shape[0] == 1
+
+
+async def test_cancel_stops_the_node_within_a_second_and_cancels_at_fal(fake_fal: FakeFal, tmp_path: Path) -> None:
+    fake_fal.faults.never_complete = True
+    with fake_comfy(tmp_path) as host:
+        run = asyncio.ensure_future(run_node(Node, prompt="a quiet harbour", num_images=2, unique_id="7"))
+        assert await fake_fal.sees(lambda f: f.followed(), 10)  # the node has fal's answer and waits on the request
+        host.interrupted = True
+        pressed = time.monotonic()
+        with pytest.raises(InterruptProcessingException):
+            await run
+    assert time.monotonic() - pressed < 1.0
+    assert fake_fal.cancels == [fake_fal.submits[-1].request_id]
+
+
+async def test_cancel_while_downloading_ends_the_node_as_an_interruption(fake_fal: FakeFal, tmp_path: Path) -> None:
+    fake_fal.faults.image_trickle = 0.2  # 64 bytes every 0.2 s: the download lasts far longer than the test
+    with fake_comfy(tmp_path) as host:
+        run = asyncio.ensure_future(run_node(Node, prompt="a quiet harbour", num_images=2, unique_id="7"))
+        assert await fake_fal.sees(lambda f: f.requests_of("file"), 10)
+        host.interrupted = True
+        pressed = time.monotonic()
+        with pytest.raises(InterruptProcessingException):
+            await run
+    assert time.monotonic() - pressed < 1.0

@@ -1,5 +1,6 @@
-"""Batches of prompts: a list into one Grok node runs at fal's pace, nothing moving in fal's queue is
-cancelled, resources stay bounded, an interrupted batch resumes, the daily limit stops it cleanly."""
+"""A Prompt List into one Grok node (ComfyUI runs the node once per prompt, all at once): the list runs at fal's
+pace, nothing moving in fal's queue is cancelled, resources stay bounded, an interrupted list resumes paying only
+for the rest, the daily limit stops it cleanly, and it shows its progress as a whole."""
 
 from __future__ import annotations
 
