@@ -64,8 +64,7 @@ def test_auth(fake_fal: FakeFal, fal_http: httpx.Client) -> None:
 def test_cancel_and_errors(fake_fal: FakeFal, fal_http: httpx.Client) -> None:
     fake_fal.faults.never_complete = True
     handle = submit(fal_http).json()
-    time.sleep(0.1)
-    assert fake_fal.state_of(handle["request_id"]) == "IN_PROGRESS"
+    assert fake_fal.state_of(handle["request_id"]) == "IN_PROGRESS"  # no queue time: running at once
     cancel = fal_http.put(handle["cancel_url"])
     assert cancel.status_code == 202 and cancel.json() == {"status": "CANCELLATION_REQUESTED"}
     status = fal_http.get(handle["status_url"]).json()
@@ -122,7 +121,7 @@ def test_stop_is_prompt_with_open_stream() -> None:
 
         thread = threading.Thread(target=follow, daemon=True)
         thread.start()
-        time.sleep(0.2)
+        assert fake.wait_for(lambda f: f.open_streams == 1, 5)  # stopped while the stream is open
         started = time.monotonic()
         fake.stop()
         thread.join(2)

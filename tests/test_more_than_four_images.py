@@ -56,8 +56,7 @@ async def test_cancel_stops_every_request_of_a_large_batch_at_fal(fake_fal: Fake
     fake_fal.faults.never_complete = True
     with fake_comfy(tmp_path) as host:
         task = asyncio.ensure_future(run_node(Node, **INPUTS, num_images=9, unique_id="4"))
-        while len(fake_fal.submits) < 3:
-            await asyncio.sleep(0.02)
+        assert await fake_fal.sees(lambda f: len(f.followed()) == 3, 10)  # the node waits on all three at fal
         host.interrupted = True
         with pytest.raises(InterruptProcessingException):
             await task

@@ -77,8 +77,7 @@ async def test_queued_requests_cost_a_few_polls_a_second_deep_ones_rarely_and_en
                                                        should_cancel=should_cancel), not_cancelled_at_fal))
         for i, handle in enumerate(handles)]
     # Each request first tries its stream (unavailable) when a stream slot comes its way, then polls at once.
-    while len({r.request_id for r in fake_fal.requests_of("status")}) < len(handles):
-        await asyncio.sleep(0.1)
+    assert await fake_fal.sees(lambda f: len({r.request_id for r in f.requests_of("status")}) == len(handles), 60)
     window_s, opened, checks_before, ticks_before = 8.0, time.monotonic(), cancel_checks["calls"], ticks.copy()
     await asyncio.sleep(window_s)
     closed, checks, ticked = time.monotonic(), cancel_checks["calls"] - checks_before, ticks - ticks_before
@@ -110,8 +109,7 @@ async def test_status_checks_reuse_their_connection_while_the_loops_streams_are_
         waits = [asyncio.ensure_future(status_watch.wait_until_done(
             queue, handle, config.Limits(), status_watch.WaitEvents(should_cancel=lambda: pressed),
             not_cancelled_at_fal)) for handle in handles[:-1]]
-        while fake_fal.open_streams < client.MAX_STREAMS:
-            await asyncio.sleep(0.05)
+        assert await fake_fal.sees(lambda f: f.open_streams == client.MAX_STREAMS, 10)
         opened = fake_fal.connections_opened
         for _ in range(10):
             await queue.status(handles[-1])

@@ -300,16 +300,13 @@ def test_each_png_of_a_prompt_list_batch_finds_its_own_request_under_its_list_in
     fal.faults.never_complete = True  # the requests finish when the test says, last item first
     try:
         prompt_id = queue_as_the_browser_does(comfy, to_api_prompt(workflow, object_info), workflow)
-        deadline = time.monotonic() + 60
-        while len(fal.submits) < len(prompts) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert fal.wait_for(lambda f: len(f.submits) == len(prompts), 60)
         by_prompt = {s.json["prompt"]: s.request_id for s in fal.submits}
         assert sorted(by_prompt) == sorted(prompts)
         for text in reversed(prompts):
             fal.complete_job(by_prompt[text])
-            while by_prompt[text] not in {r.request_id for r in fal.requests_of("result")}:
-                assert time.monotonic() < deadline, "the node never fetched a completed result"
-                time.sleep(0.05)
+            assert fal.wait_for(lambda f, rid=by_prompt[text]: rid in {r.request_id for r in f.requests_of("result")},
+                                30), "the node never fetched a completed result"
     finally:
         fal.faults.never_complete = False
     entry = comfy.wait(prompt_id)

@@ -138,11 +138,7 @@ def test_an_interrupt_cancels_the_request_at_fal_and_ends_the_prompt_interrupted
 ) -> None:
     fal.faults.never_complete = True
     prompt_id = comfy.queue(bust_cache(grok_prompt(1)))
-    deadline = time.monotonic() + 30
-    while not fal.submits and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert fal.submits, "the node never submitted"
-    time.sleep(0.5)
+    assert fal.wait_for(lambda f: f.followed(), 30), "the node never waited on its request at fal"
     interrupted_at = time.monotonic()
     comfy.post("/interrupt", {})
     entry = comfy.wait(prompt_id, timeout=30)

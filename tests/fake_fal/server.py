@@ -278,11 +278,11 @@ class FakeFal:
         with self._lock:
             return [r for r in self.requests if r.kind == kind]
 
-    def followed(self, request_id: str | None = None) -> bool:
-        """Has a client asked for the status (or the status stream) of this request, or of any? A node does
-        once fal accepted its request and the answer reached it: it is then waiting on fal."""
+    def followed(self) -> set[str]:
+        """The ids of the requests whose status (or status stream) a client has asked for. A node asks once fal
+        accepted its request and the answer reached it: it is then waiting on fal for that request."""
         with self._lock:
-            return any(r.kind in ("status", "stream") and request_id in (None, r.request_id) for r in self.requests)
+            return {r.request_id for r in self.requests if r.kind in ("status", "stream") and r.request_id}
 
     def state_of(self, request_id: str) -> str:
         """The job's current status (IN_QUEUE, IN_PROGRESS or COMPLETED)."""
