@@ -113,7 +113,6 @@ class RecordedRequest:
         return "authorization" in self.headers
 
 
-
 _SERVICE_KINDS = {"/storage/auth/token": "token", "/billing/user_balance": "balance", "/files/upload": "upload"}
 
 
@@ -336,7 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._file(path) if self.command == "GET" else self._method_not_allowed()
         match = PER_REQUEST_PATH.match(path)
         if match:
-            return self._per_request(match["app"], match["rid"], match["tail"] or "", query)
+            return self._per_request(match["app"], match["rid"], query)
         if self.command == "POST":
             return self._submit(path.strip("/"), body)
         self._send_json(404, {"detail": "Not Found"})
@@ -396,9 +395,9 @@ class _Handler(BaseHTTPRequestHandler):
             {"x-fal-request-id": rid},
         )
 
-    def _per_request(self, app: str, rid: str, tail: str, query: dict[str, list[str]]) -> None:
+    def _per_request(self, app: str, rid: str, query: dict[str, list[str]]) -> None:
         fake = self.fake
-        kind = self.rec.kind
+        kind = self.rec.kind  # result, status, stream or cancel (`classify`)
         if self.command != ("PUT" if kind == "cancel" else "GET"):
             return self._method_not_allowed()
         if kind in ("status", "stream"):
