@@ -51,7 +51,7 @@ def one_batch(url: str, client: str) -> dict[str, Any]:
 
 
 def measure_batch(state_root: Path, s: Any, report: h.Report) -> None:
-    process = subprocess.Popen([sys.executable, str(h.REPO / "tests" / "fake_fal.py"), "--key", h.TEST_KEY,
+    process = subprocess.Popen([sys.executable, str(h.REPO / "tests" / "fake_fal"), "--key", h.TEST_KEY,
                                 "--run-time", str(s.batch_run_time), "--account-concurrency", str(ACCOUNT_CONCURRENCY)],
                                stdout=subprocess.PIPE, text=True)
     try:

@@ -2,7 +2,7 @@
 
 It measures the node's own code path: the pack is loaded as ComfyUI loads it, its node called as
 ComfyUI's executor calls it (`tests/comfy_like.py`), each prompt in a fresh event loop. The fake fal
-(`tests/fake_fal.py`) runs in this process for rows 1-6 and 8 (sharing the GIL with the pack: a little
+(`tests/fake_fal/`) runs in this process for rows 1-6 and 8 (sharing the GIL with the pack: a little
 pessimistic) and in a process of its own for row 7. What a row compares is measured in the same run,
 alternating; ratios are of medians; p95 is by nearest rank (the maximum below 20 samples). It
 prints its figures and asserts nothing.

@@ -173,9 +173,7 @@ def shoot_examples(page: Page, comfy: ComfyServer, fal: FakeFal, top: int) -> No
         submitted = len(fal.submits)
         page.evaluate("() => app.queuePrompt(0, 1)")
         if workflow.stem == "grok_imagine_text_to_image":
-            deadline = time.monotonic() + 30
-            while len(fal.submits) == submitted and time.monotonic() < deadline:
-                time.sleep(0.1)
+            fal.wait_for(lambda f, before=submitted: len(f.submits) > before, 30)
             page.wait_for_timeout(3500)  # queued 1.5 s, then running: "Running at fal (2s)"
             clip = page.evaluate(JS_FIT, top)
             page.wait_for_timeout(300)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import httpx
 import pytest
 from comfy_like import TEST_KEY, load_pack, pack_module
 from fake_fal import FakeFal
@@ -36,6 +37,13 @@ def fake_fal(fake_fal_server: FakeFal, monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("FAL_REST_BASE_URL", fake_fal_server.url)
     monkeypatch.setenv("GROK_IMAGINE_STATE_DIR", str(tmp_path / "state"))
     yield fake_fal_server
+
+
+@pytest.fixture
+def fal_http(fake_fal: FakeFal) -> Iterator[httpx.Client]:
+    """A plain HTTP client on the clean fake fal, with the valid key: how the fake's self-checks talk to it."""
+    with httpx.Client(base_url=fake_fal.url, headers={"Authorization": f"Key {TEST_KEY}"}, timeout=10) as client:
+        yield client
 
 
 @pytest.fixture(autouse=True)

@@ -41,6 +41,7 @@ class FakeHost:
     progress_texts: list[tuple[str, str]] = field(default_factory=list)  # (node_id, text)
     bar_updates: list[tuple[int, int, str | None]] = field(default_factory=list)  # (value, total, node_id)
     interrupts_raised: int = 0  # how often a progress update raised the interrupt (and cleared the flag)
+    cancels_seen: int = 0  # how often processing_interrupted() answered True: the pack looked and saw the Cancel
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def texts_for(self, node_id: str) -> list[str]:
@@ -72,6 +73,7 @@ def fake_comfy(temp_dir: Path, api: Literal["0.3", "0.38"] = "0.3") -> Iterator[
 
     def processing_interrupted() -> bool:
         with host.lock:
+            host.cancels_seen += host.interrupted
             return host.interrupted
 
     model_management.interrupt_current_processing = interrupt_current_processing  # type: ignore[attr-defined]

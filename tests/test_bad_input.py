@@ -6,7 +6,6 @@ import asyncio
 import base64
 import io
 import threading
-import time
 
 import pytest
 import torch
@@ -84,24 +83,32 @@ async def test_a_cancelled_node_leaves_no_decode_running_behind_it(
 ) -> None:
     running: list[int] = []
     lock = threading.Lock()
+    gate = threading.Event()  # every decode holds until the test opens it
     real_decode = output_batch.decode_image
 
-    def slow_decode(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def held_decode(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         with lock:
             running.append(1)
         try:
-            time.sleep(0.6)
+            gate.wait(10)
             return real_decode(*args, **kwargs)
         finally:
             with lock:
                 running.pop()
 
-    monkeypatch.setattr(output_batch, "decode_image", slow_decode)
+    monkeypatch.setattr(output_batch, "decode_image", held_decode)
     with fake_comfy(tmp_path) as host:
         task = asyncio.ensure_future(run_node(Node, prompt="a lighthouse", num_images=4, unique_id="4"))
-        while not running:
+        left_running: list[int] = []  # decodes still running the moment the node returned
+        task.add_done_callback(lambda _: left_running.append(len(running)))
+        while not running:  # a decode has started, and cannot end before the gate opens
             await asyncio.sleep(0.01)
-        host.interrupted = True
+        host.interrupted = True  # the user's Cancel, while that decode runs
+        while not host.cancels_seen:  # the node has seen the Cancel
+            await asyncio.sleep(0.01)
+        await asyncio.wait([task], timeout=1.0)  # a node that does not wait for its decodes returns at once
+        assert not task.done(), "the node returned while a decode was still running"
+        gate.set()
         with pytest.raises(InterruptProcessingException):
             await task
-        assert running == []  # every decode had ended by the time the node returned
+    assert left_running == [0]  # every decode had ended by the time the node returned

@@ -177,8 +177,7 @@ async def test_cancel_while_the_balance_is_read_stops_at_once_and_sends_nothing(
     fake_fal.faults.balance_delay = 3.0
     with fake_comfy(tmp_path) as host:
         task = asyncio.ensure_future(run_node_over_list(Node, prompt=prompt_list(4), unique_id="9"))
-        while not fake_fal.requests_of("balance"):
-            await asyncio.sleep(0.02)
+        assert await fake_fal.sees(lambda f: f.requests_of("balance"), 10)  # the read is on its way: 3 s to go
         host.interrupted = True
         cancelled = time.monotonic()
         with pytest.raises(InterruptProcessingException):

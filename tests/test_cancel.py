@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,10 +29,6 @@ def prompts(count: int, word: str = "lighthouse") -> list[str]:
     return [f"{word} number {i}" for i in range(count)]
 
 
-async def fal_sees(fake: FakeFal, condition: Callable[[FakeFal], bool], timeout: float) -> bool:
-    return await asyncio.to_thread(fake.wait_for, condition, timeout)
-
-
 def every_accepted_request_cancelled(fake: FakeFal) -> bool:
     return {s.request_id for s in fake.submits} <= set(fake.cancels)
 
@@ -46,13 +41,13 @@ async def test_cancel_of_a_long_prompt_list_ends_the_node_and_cancels_every_requ
     fake_fal.faults.update({"account_concurrency": 2, "never_complete": True})
     with fake_comfy(tmp_path, api=api) as host:  # type: ignore[arg-type]
         run = asyncio.ensure_future(run_node_over_list(Node, prompt=prompts(LONG_LIST), num_images=1, unique_id="5"))
-        assert await fal_sees(fake_fal, lambda f: len(f.submits) == LONG_LIST, 60)
+        assert await fake_fal.sees(lambda f: len(f.submits) == LONG_LIST, 60)
         host.interrupted = True  # the user's Cancel
         pressed = time.monotonic()
         with pytest.raises(InterruptProcessingException):
             await asyncio.wait_for(run, 30)
         ended = time.monotonic() - pressed
-    assert await fal_sees(fake_fal, every_accepted_request_cancelled, 30), (
+    assert await fake_fal.sees(every_accepted_request_cancelled, 30), (
         f"{len(set(fake_fal.cancels))} of {LONG_LIST} accepted requests were cancelled at fal")
     print(f"{LONG_LIST} prompts: the node ended {ended:.2f} s after Cancel; every cancel reached fal "
           f"{time.monotonic() - pressed:.2f} s after it")
@@ -82,11 +77,12 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> list[concurrent.futures.Future[boo
 
 
 async def cancel_one_running_request(fake: FakeFal, tmp_path: Path) -> str:
-    """Run one prompt that never finishes at fal, press Cancel, and answer its request id."""
+    """Run one prompt that never finishes at fal, press Cancel once the node follows it there, and answer its
+    request id."""
     fake.faults.never_complete = True
     with fake_comfy(tmp_path) as host:
         run = asyncio.ensure_future(run_node(Node, prompt="a lighthouse", num_images=1, unique_id="8"))
-        assert await fal_sees(fake, lambda f: len(f.submits) == 1, 10)
+        assert await fake.sees(lambda f: f.followed(), 10)
         host.interrupted = True
         with pytest.raises(InterruptProcessingException):
             await asyncio.wait_for(run, 10)
@@ -116,3 +112,28 @@ async def test_a_request_whose_cancel_fal_never_took_is_collected_by_the_next_ru
     fake_fal.complete_job(request_id)  # fal finished it anyway
     images, _, urls = await run_node(Node, prompt="a lighthouse", num_images=1)
     assert len(fake_fal.submits) == 1 and request_id in urls and images.shape[0] == 1
+
+
+async def test_cancel_stops_the_node_within_a_second_and_cancels_at_fal(fake_fal: FakeFal, tmp_path: Path) -> None:
+    fake_fal.faults.never_complete = True
+    with fake_comfy(tmp_path) as host:
+        run = asyncio.ensure_future(run_node(Node, prompt="a quiet harbour", num_images=2, unique_id="7"))
+        assert await fake_fal.sees(lambda f: f.followed(), 10)  # the node has fal's answer and waits on the request
+        host.interrupted = True
+        pressed = time.monotonic()
+        with pytest.raises(InterruptProcessingException):
+            await run
+    assert time.monotonic() - pressed < 1.0
+    assert fake_fal.cancels == [fake_fal.submits[-1].request_id]
+
+
+async def test_cancel_while_downloading_ends_the_node_as_an_interruption(fake_fal: FakeFal, tmp_path: Path) -> None:
+    fake_fal.faults.image_trickle = 0.2  # 64 bytes every 0.2 s: the download lasts far longer than the test
+    with fake_comfy(tmp_path) as host:
+        run = asyncio.ensure_future(run_node(Node, prompt="a quiet harbour", num_images=2, unique_id="7"))
+        assert await fake_fal.sees(lambda f: f.requests_of("file"), 10)
+        host.interrupted = True
+        pressed = time.monotonic()
+        with pytest.raises(InterruptProcessingException):
+            await run
+    assert time.monotonic() - pressed < 1.0

@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
@@ -49,13 +50,23 @@ class Case:
     says: tuple[str, ...] = ()  # every one of these is in the message the user reads
     env: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, Any] = field(default_factory=dict)
-    interrupt_after_s: float | None = None  # the user presses Cancel this long after the node started
+    interrupt_when: Callable[[FakeFal], bool] | None = None  # the user presses Cancel once fal has seen this
     accepted_submits: int = 1
     cancelled_at_fal: bool = False
     journal_state: str | None = None  # the state the journal ends with for the (first) accepted request
     images: int = 2
     within_s: float = 8.0  # from the start, or from the Cancel when there is one
     never_fetched: str = ""  # no request whose path holds this reached the fake (nor anything through it)
+
+
+def submit_accepted(fake: FakeFal) -> bool:
+    """fal has accepted the submit (with ``submit_delay``, its answer is still on its way)."""
+    return bool(fake.submits)
+
+
+def node_waits_at_fal(fake: FakeFal) -> bool:
+    """The node has fal's answer and follows its request there."""
+    return bool(fake.followed())
 
 
 RETRY_AFTER_DATE = "date"  # stands for an HTTP date two seconds ahead, computed when the case runs
@@ -80,7 +91,7 @@ CASES = [
     Case("submit connection dropped after sending", {"submit_drop_connection": 1}, errors.SubmitUncertainError,
          ("may have accepted", "not sent again", "request history"), accepted_submits=0),
     Case("slow submit interrupted by Cancel", {"submit_delay": 2.0, "run_time": 5.0}, InterruptProcessingException,
-         ("Cancelled by the user while the submit was on its way", "cancelled there"), interrupt_after_s=0.3,
+         ("Cancelled by the user while the submit was on its way", "cancelled there"), interrupt_when=submit_accepted,
          cancelled_at_fal=True, journal_state="cancelled", within_s=1.2),
     Case("foreign URLs in the submit answer", {"foreign_urls": True}),
     Case("an account that runs one request at a time", {"account_concurrency": 1}, inputs={"num_images": 8},
@@ -106,8 +117,8 @@ CASES = [
          env={"GROK_IMAGINE_QUEUE_TIMEOUT": "1"}, cancelled_at_fal=True, journal_state="cancelled"),
     Case("cancel answered 503 with Retry-After nan, asked again until fal takes it",
          {"never_complete": True, "cancel_status": [503] * 3, "retry_after": "nan"}, InterruptProcessingException,
-         ("Cancelled by the user", "asked to stop"), interrupt_after_s=0.5, within_s=1.2, cancelled_at_fal=True,
-         journal_state="cancelled"),
+         ("Cancelled by the user", "asked to stop"), interrupt_when=node_waits_at_fal, within_s=1.2,
+         cancelled_at_fal=True, journal_state="cancelled"),
     # --- the result
     Case("COMPLETED with an error", {"complete_with_error": "runner crashed"}, errors.JobFailedError,
          ("fal finished the request with an error", "runner crashed"), journal_state="failed"),
@@ -195,8 +206,8 @@ async def test_fault(
         started = time.monotonic()
         task = asyncio.ensure_future(run_node(Node, **{"prompt": "a lighthouse", "num_images": 2, "unique_id": "3",
                                                        **case.inputs}))
-        if case.interrupt_after_s is not None:
-            await asyncio.sleep(case.interrupt_after_s)
+        if case.interrupt_when is not None:
+            assert await fake_fal.sees(case.interrupt_when, 10)
             host.interrupted = True
             started = time.monotonic()
         if case.expect is None:
@@ -209,7 +220,7 @@ async def test_fault(
             message = user_message(caught.value)
             for words in case.says:
                 assert words in message, f"{words!r} not in {message!r}"
-            if fake_fal.submits and case.interrupt_after_s is None:
+            if fake_fal.submits and case.interrupt_when is None:
                 assert fake_fal.submits[0].request_id in message, "the error must name the request id"
             seen.append(message)
         elapsed = time.monotonic() - started

@@ -180,7 +180,7 @@ async def test_cancelling_the_result_node_never_cancels_the_original_request(
     request_id = await submit_and_stop(fal_arguments())
     with fake_comfy(tmp_path) as host:
         task = asyncio.ensure_future(run_node(Result, request_id=request_id, endpoint=ENDPOINT, unique_id="9"))
-        await asyncio.sleep(0.4)
+        assert await fake_fal.sees(lambda f: request_id in f.followed(), 10)  # the Result node waits on it at fal
         host.interrupted = True
         with pytest.raises(InterruptProcessingException):
             await task
@@ -204,16 +204,14 @@ async def test_a_cancelled_submit_whose_request_had_already_finished_is_collecte
     fake_fal.faults.submit_delay = 1.0  # fal's answer is slow; the request itself is done long before it arrives
     with fake_comfy(tmp_path) as host:
         task = asyncio.ensure_future(run_node(Node, **INPUTS, unique_id="4"))
-        while not fake_fal.submits:
-            await asyncio.sleep(0.02)
+        assert await fake_fal.sees(lambda f: f.submits, 10)  # accepted, and its answer a second away
         host.interrupted = True
         with pytest.raises(InterruptProcessingException):
             await task
     request_id = fake_fal.submits[0].request_id
-    for _ in range(100):  # the background loop gets fal's answer, and its cancel comes too late
-        if journal().entries().get(request_id) is not None and fake_fal.cancels:
-            break
-        await asyncio.sleep(0.05)
+    # the background loop gets fal's answer, journals the request, and its cancel comes too late
+    assert await fake_fal.sees(lambda f: f.cancels, 10)
+    assert journal().entries().get(request_id) is not None
     fake_fal.faults.submit_delay = None
     images, _, urls = await run_node(Node, **INPUTS)
     assert len(fake_fal.submits) == 1 and request_id in urls and images.shape[0] == 2

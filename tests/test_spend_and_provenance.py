@@ -156,8 +156,7 @@ async def test_in_a_list_batch_each_item_has_its_own_entry_in_list_order_whateve
 
     task = asyncio.ensure_future(run_node_over_list(Node, prompt=prompts, num_images=6, unique_id="5",
                                                     extra_pnginfo=extra))
-    while len(fake_fal.submits) < 8:
-        await asyncio.sleep(0.02)
+    assert await fake_fal.sees(lambda f: len(f.submits) == 8, 10)
     for item in (3, 1, 0, 2):  # the last item finishes first
         for request_id in requests_of(item):
             fake_fal.complete_job(request_id)

@@ -211,3 +211,17 @@ async def test_the_console_gets_one_line_per_request_with_its_id(
     request_id = fake_fal.submits[-1].request_id
     lines = [r for r in caplog.records if r.levelno >= logging.INFO and request_id in r.getMessage()]
     assert len(lines) == 1
+
+
+@pytest.mark.parametrize(
+    ("tier", "path"),
+    [("standard", "/xai/grok-imagine-image"), ("quality", "/xai/grok-imagine-image/quality/text-to-image")],
+)
+async def test_the_tier_picks_the_endpoint(fake_fal: FakeFal, tier: str, path: str) -> None:
+    await run_node(Node, **inputs(tier=tier))
+    assert fake_fal.submits[0].path == path
+
+
+async def test_a_node_without_the_tier_input_uses_the_standard_endpoint(fake_fal: FakeFal) -> None:
+    await run_node(Node, **inputs())  # a workflow saved before the tier input existed
+    assert fake_fal.submits[0].path == "/xai/grok-imagine-image"

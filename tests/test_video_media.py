@@ -5,7 +5,6 @@ VIDEO written as an MP4 and uploaded to fal's storage."""
 from __future__ import annotations
 
 import asyncio
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 from comfy_like import TEST_KEY, pack_module
 from fake_comfy_video import VideoComponents, fake_comfy_api
 from fake_fal import FakeFal
-from fake_fal_video import BODY_RGB, LAST_RGB, TEXT_TO_VIDEO, write_mp4
+from fake_fal.video import BODY_RGB, LAST_RGB, TEXT_TO_VIDEO, write_mp4
 
 video_io = pack_module("media.video")
 errors = pack_module("fal_transport.errors")
@@ -29,8 +28,7 @@ def fal_video(fake: FakeFal, **body: object) -> dict:
     """Run a text-to-video job on the fake to completion; its result's `video`."""
     with httpx.Client(base_url=fake.url, headers={"Authorization": f"Key {TEST_KEY}"}, timeout=10) as client:
         handle = client.post(f"/{TEXT_TO_VIDEO}", json={"prompt": "a fox", **body}).json()
-        while client.get(handle["status_url"]).json()["status"] != "COMPLETED":
-            time.sleep(0.01)
+        assert fake.wait_for(lambda f: f.state_of(handle["request_id"]) == "COMPLETED", 10)
         return client.get(handle["response_url"]).json()["video"]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from comfy_like import pack_module
-from fake_fal_video import validate_video_arguments
+from fake_fal.video import validate_video_arguments
 
 spec = pack_module("nodes.video_spec")
 errors = pack_module("fal_transport.errors")

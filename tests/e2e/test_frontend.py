@@ -353,19 +353,15 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import urllib.error  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
-from comfy_host import PACK_FOLDER, PACK_ROOT, ComfyServer, comfy_paths, pack_env, start_comfy  # noqa: E402
+from comfy_host import PACK_FOLDER, PACK_ROOT, pack_env, start_comfy  # noqa: E402
 from comfy_like import TEST_KEY  # noqa: E402
 from fake_fal import FakeFal  # noqa: E402
 
-PATHS = comfy_paths()
-pytestmark = [
-    pytest.mark.skipif(PATHS is None,
-                       reason="COMFYUI_DIR is not set to a ComfyUI checkout with its venv (see README: e2e tests)"),
-    pytest.mark.timeout(400),  # the first test of a frontend waits for ComfyUI and the browser (~50 s each)
-]
+# the first test of a frontend waits for ComfyUI and the browser (~50 s each)
+pytestmark = pytest.mark.timeout(400)
+FAL = {"balance_usd": 7.5, "charge_balance": True}  # the fake fal of this module (tests/e2e/conftest.py)
 EXAMPLES = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
 NEW_FRONTEND = Path(os.environ.get("GROK_IMAGINE_NEW_FRONTEND") or Path(
     os.environ.get("COMFY_HOST_HOME", Path.home() / "comfy-host")) / "frontend-1.58.1" / "comfyui_frontend_package"
@@ -375,33 +371,19 @@ NODES = ["FalGrokImagineImage", "FalGrokImagineEdit", "FalGrokImagineResult", "F
          "FalGrokImagine2Edit", "FalGrokImaginePromptList"]
 
 
-def start_comfy_with_frontend(base_dir: Path, env: dict[str, str], front_end_root: Path | None) -> ComfyServer:
-    """ComfyUI with the pack, on the venv's frontend or (`front_end_root`) another one."""
-    assert PATHS is not None
-    return start_comfy(*PATHS, base_dir, env, front_end_root=front_end_root)
-
-
-def browser_ready() -> str | None:
-    """Why the browser part cannot run here, or None."""
-    assert PATHS is not None
+def browser_ready(python: Path) -> str | None:
+    """Why the browser part cannot run here (with ComfyUI's `python`), or None."""
     if not (shutil.which("chromium") or Path(CHROMIUM).exists()):
         return "needs Debian's chromium"
-    probe = subprocess.run([str(PATHS[1]), "-c", "import playwright"], capture_output=True)  # noqa: S603
+    probe = subprocess.run([str(python), "-c", "import playwright"], capture_output=True)  # noqa: S603
     return None if probe.returncode == 0 else "needs Playwright in ComfyUI's venv"
 
 
-@pytest.fixture(scope="module")
-def fal() -> Iterator[FakeFal]:
-    server = FakeFal(accepted_keys={TEST_KEY}, run_time=0.3, balance_usd=7.5, charge_balance=True).start()
-    yield server
-    server.stop()
-
-
-def look_in_the_browser(version: str, fal: FakeFal, base: Path) -> dict[str, Any]:
-    """Start ComfyUI on one frontend, let the browser look at it in each renderer, stop ComfyUI."""
+def look_in_the_browser(comfyui: tuple[Path, Path], version: str, fal: FakeFal, base: Path) -> dict[str, Any]:
+    """Start ComfyUI on one frontend (the venv's, or another one), let the browser look at it in each renderer,
+    stop ComfyUI."""
     root, renderers = FRONTENDS[version]
-    assert PATHS is not None
-    server = start_comfy_with_frontend(base, pack_env(fal.url, base, TEST_KEY), root)
+    server = start_comfy(*comfyui, base, pack_env(fal.url, base, TEST_KEY), front_end_root=root)
     try:
         seen: dict[str, Any] = {"version": version, "pricing": server.get("/grok_imagine/pricing"), "help": {}}
         for node in NODES:  # frontend 1.27 and 1.58 both fetch /extensions/<pack>/docs/<node>.md
@@ -411,7 +393,7 @@ def look_in_the_browser(version: str, fal: FakeFal, base: Path) -> dict[str, Any
         for renderer in renderers:
             started = time.monotonic()
             result = subprocess.run(  # noqa: S603 (our own argv)
-                [str(PATHS[1]), __file__, server.url, renderer, *map(str, EXAMPLES)],
+                [str(comfyui[1]), __file__, server.url, renderer, *map(str, EXAMPLES)],
                 capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -428,18 +410,19 @@ _SEEN: dict[str, dict[str, Any] | BaseException] = {}
 
 
 @pytest.fixture(params=list(FRONTENDS))
-def frontend(request: pytest.FixtureRequest, fal: FakeFal, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def frontend(request: pytest.FixtureRequest, comfyui: tuple[Path, Path], fal: FakeFal,
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """What the browser saw on one frontend, in each of its renderers: looked at once per frontend, whatever
     order the tests run in (ComfyUI is stopped again right after)."""
     root, _ = FRONTENDS[request.param]
     if root is not None and not (root / "index.html").is_file():
         pytest.skip(f"frontend {request.param} is not installed at {root}")
-    reason = browser_ready()
+    reason = browser_ready(comfyui[1])
     if reason:
         pytest.skip(reason)
     if request.param not in _SEEN:
         try:
-            _SEEN[request.param] = look_in_the_browser(request.param, fal,
+            _SEEN[request.param] = look_in_the_browser(comfyui, request.param, fal,
                                                        tmp_path_factory.mktemp(f"comfy-frontend-{request.param}"))
         except BaseException as exc:  # a failed look fails every test of that frontend, without a second try
             _SEEN[request.param] = exc

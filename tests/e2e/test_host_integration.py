@@ -20,54 +20,28 @@ import http.client
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from comfy_host import PACK_ROOT, ComfyServer, comfy_paths, pack_env, start_comfy
+from comfy_host import PACK_ROOT, ComfyServer
 from comfy_like import TEST_KEY
 from fake_fal import FakeFal
 from PIL import Image
 from workflow_ui import load_workflow, to_api_prompt
 
-PATHS = comfy_paths()
-pytestmark = pytest.mark.skipif(
-    PATHS is None, reason="COMFYUI_DIR is not set to a ComfyUI checkout with its venv (see README: e2e tests)"
-)
 ATTACKER_KEY = "attacker-key-id:attacker-secret-fedcba9876543210"
 OTHER_KEY = "second-key-id:second-key-secret-00112233445566"
 PANEL = {"Content-Type": "application/json", "X-Grok-Imagine": "1"}  # what the Settings panel sends
 PREFIXES = ["", "/api"]  # ComfyUI serves every custom route under both
 ANSWERS: list[str] = []  # every answer any route gave in this module, to look for the state directory
-
-
-@pytest.fixture(scope="module")
-def fal() -> Iterator[FakeFal]:
-    server = FakeFal(accepted_keys={TEST_KEY, OTHER_KEY}, run_time=0.3).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def comfy(fal: FakeFal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
-    assert PATHS is not None
-    base = tmp_path_factory.mktemp("comfy-host-integration")
-    # an empty key counts as unset: the key stored through the settings is used
-    env = pack_env(fal.url, base, "", FAL_KEY_ID="", FAL_KEY_SECRET="", GROK_IMAGINE_DAILY_LIMIT_USD="")
-    server = start_comfy(*PATHS, base, env)
-    yield server
-    server.stop()
-    log = server.log()
-    for key in (TEST_KEY, ATTACKER_KEY, OTHER_KEY):
-        assert key.split(":")[1] not in log, "a fal key appeared in ComfyUI's log"
-
-
-@pytest.fixture(scope="module")
-def object_info(comfy: ComfyServer) -> dict[str, Any]:
-    return comfy.get("/object_info")
+# the fake fal and ComfyUI of this module (tests/e2e/conftest.py): an empty key counts as unset, so the key
+# stored through the settings is used
+FAL = {"accepted_keys": {TEST_KEY, OTHER_KEY}}
+COMFY = {"key": "", "env": {"FAL_KEY_ID": "", "FAL_KEY_SECRET": "", "GROK_IMAGINE_DAILY_LIMIT_USD": ""},
+         "never_logged": [ATTACKER_KEY]}
 
 
 def state_dir(comfy: ComfyServer) -> Path:
@@ -326,16 +300,13 @@ def test_each_png_of_a_prompt_list_batch_finds_its_own_request_under_its_list_in
     fal.faults.never_complete = True  # the requests finish when the test says, last item first
     try:
         prompt_id = queue_as_the_browser_does(comfy, to_api_prompt(workflow, object_info), workflow)
-        deadline = time.monotonic() + 60
-        while len(fal.submits) < len(prompts) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert fal.wait_for(lambda f: len(f.submits) == len(prompts), 60)
         by_prompt = {s.json["prompt"]: s.request_id for s in fal.submits}
         assert sorted(by_prompt) == sorted(prompts)
         for text in reversed(prompts):
             fal.complete_job(by_prompt[text])
-            while by_prompt[text] not in {r.request_id for r in fal.requests_of("result")}:
-                assert time.monotonic() < deadline, "the node never fetched a completed result"
-                time.sleep(0.05)
+            assert fal.wait_for(lambda f, rid=by_prompt[text]: rid in {r.request_id for r in f.requests_of("result")},
+                                30), "the node never fetched a completed result"
     finally:
         fal.faults.never_complete = False
     entry = comfy.wait(prompt_id)

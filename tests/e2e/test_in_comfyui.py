@@ -1,7 +1,6 @@
 """The pack inside the real ComfyUI, against the project's fake fal server.
 
-Needs COMFYUI_DIR (a ComfyUI checkout) with its venv beside it (or COMFYUI_VENV); see README.
-Without them every test here skips with the reason.
+Needs COMFYUI_DIR (see README: e2e tests).
 """
 
 from __future__ import annotations
@@ -14,46 +13,19 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from comfy_host import PACK_ROOT, ComfyServer, comfy_paths, pack_env, start_comfy
+from comfy_host import PACK_ROOT, ComfyServer
 from comfy_like import TEST_KEY
 from fake_fal import FakeFal
 from PIL import Image
 from workflow_ui import load_workflow, to_api_prompt
 
-PATHS = comfy_paths()
-pytestmark = pytest.mark.skipif(
-    PATHS is None, reason="COMFYUI_DIR is not set to a ComfyUI checkout with its venv (see README: e2e tests)"
-)
 EXAMPLES = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
 RUN_TIME_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def fal() -> Iterator[FakeFal]:
-    server = FakeFal(accepted_keys={TEST_KEY}, run_time=RUN_TIME_S).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def comfy(fal: FakeFal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
-    assert PATHS is not None
-    base = tmp_path_factory.mktemp("comfy-base")
-    server = start_comfy(*PATHS, base, pack_env(fal.url, base, TEST_KEY))
-    yield server
-    server.stop()
-    log = server.log()
-    assert TEST_KEY.split(":")[1] not in log, "the fal key appeared in ComfyUI's log"
-
-
-@pytest.fixture(scope="module")
-def object_info(comfy: ComfyServer) -> dict[str, Any]:
-    return comfy.get("/object_info")
+FAL = {"run_time": RUN_TIME_S}  # the fake fal of this module (tests/e2e/conftest.py)
 
 
 @pytest.fixture(autouse=True)
@@ -166,11 +138,7 @@ def test_an_interrupt_cancels_the_request_at_fal_and_ends_the_prompt_interrupted
 ) -> None:
     fal.faults.never_complete = True
     prompt_id = comfy.queue(bust_cache(grok_prompt(1)))
-    deadline = time.monotonic() + 30
-    while not fal.submits and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert fal.submits, "the node never submitted"
-    time.sleep(0.5)
+    assert fal.wait_for(lambda f: f.followed(), 30), "the node never waited on its request at fal"
     interrupted_at = time.monotonic()
     comfy.post("/interrupt", {})
     entry = comfy.wait(prompt_id, timeout=30)
@@ -285,14 +253,13 @@ def browser_tools() -> tuple[Path, Path] | None:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_the_workflow_loads_and_runs_in_the_real_frontend_without_console_errors(
-    comfy: ComfyServer, example: Path, tmp_path: Path
+    comfyui: tuple[Path, Path], comfy: ComfyServer, example: Path, tmp_path: Path
 ) -> None:
     tools = browser_tools()
     if tools is None:
         pytest.skip("needs ../shared/comfyui-host/browser_check.py and Debian's chromium")
-    assert PATHS is not None
     result = subprocess.run(  # noqa: S603 (our own argv)
-        [str(PATHS[1]), str(tools[0]), str(example), "--url", comfy.url, "--click-queue",
+        [str(comfyui[1]), str(tools[0]), str(example), "--url", comfy.url, "--click-queue",
          "--fail-on-console-error", "--shots-dir", str(tmp_path),
          "--expect-js", "window.app.extensions.some((e) => e.name === 'grok_imagine_fal.extension')"],
         capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -13,22 +13,14 @@ from __future__ import annotations
 
 import time
 import urllib.error
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from comfy_host import ComfyServer, comfy_paths, pack_env, start_comfy
-from comfy_like import TEST_KEY
+from comfy_host import ComfyServer
 from fake_fal import FakeFal
 
-PATHS = comfy_paths()
-pytestmark = [
-    pytest.mark.skipif(
-        PATHS is None, reason="COMFYUI_DIR is not set to a ComfyUI checkout with its venv (see README: e2e tests)"
-    ),
-    pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc to count descriptors"),
-]
+pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc to count descriptors")
 
 PROMPTS = 300
 WARM_UP = 20  # ComfyUI's first prompts import and cache things once (PIL plugins, the pack's HTTP client, ...)
@@ -47,24 +39,10 @@ SETTLE_PAUSES_S = (0.5, 1.0)
 GIVE_UP_AFTER = 5  # consecutive failed prompts: the server is broken, the rest would only fail slowly
 PROMPT_TIMEOUT_S = 20  # one prompt takes well under a second
 HTTP_TIMEOUT_S = 10
-
-
-@pytest.fixture(scope="module")
-def fal() -> Iterator[FakeFal]:
-    server = FakeFal(accepted_keys={TEST_KEY}, run_time=RUN_TIME_S).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def comfy(fal: FakeFal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
-    assert PATHS is not None
-    base = tmp_path_factory.mktemp("comfy-soak")
-    # MALLOC_MMAP_THRESHOLD_: freed large blocks go back to the system, so RSS is live memory
-    env = pack_env(fal.url, base, TEST_KEY, MALLOC_MMAP_THRESHOLD_="65536")
-    server = start_comfy(*PATHS, base, env, open_files_limit=OPEN_FILES_LIMIT)
-    yield server
-    server.stop()
+# the fake fal and ComfyUI of this module (tests/e2e/conftest.py). MALLOC_MMAP_THRESHOLD_: freed large blocks go
+# back to the system, so RSS is live memory
+FAL = {"run_time": RUN_TIME_S}
+COMFY = {"env": {"MALLOC_MMAP_THRESHOLD_": "65536"}, "open_files_limit": OPEN_FILES_LIMIT}
 
 
 def soak_prompt(number: int) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The video half of the fake fal: xAI's Grok Imagine Video endpoints, their validation and real MP4 results.
 
-`fake_fal.FakeFal` routes these endpoints here; everything video-specific lives in this module so the fake
-can be split into a package (server, apps, faults) without untangling images from videos.
+The fake's handler routes these endpoints here; everything video-specific lives in this module. A video job
+follows the same queue, account concurrency, faults (refusals, errors, cancel, ``never_complete``...) and
+status protocol as an image job (`fake_fal.jobs`; its logs say "Generating video"), and its file
+(``BASE/files/ID/0.mp4``) is served like an image, so the ``image_*`` faults and ``cdn_latency`` apply to it.
 
 Endpoints (`VIDEO_ENDPOINTS`, all under the app ``xai/grok-imagine-video``) and what each accepts; any other
 field is refused with type ``extra_forbidden`` (stricter than fal on purpose, so stray fields are caught):

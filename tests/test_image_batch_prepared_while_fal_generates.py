@@ -1,5 +1,6 @@
-"""How the result images become the node's IMAGE batch: exact pixels, a batch prepared while fal
-generates, sizes that turn out different from what was expected, fewer images than asked for."""
+"""The node's IMAGE batch is prepared while fal generates (at the size these settings gave before, or the one xAI
+documents), never while the request waits in fal's queue nor at an implausible size; and whatever arrives still
+makes the right batch, pixel for pixel: images of another size than stated, fewer images than asked for."""
 
 from __future__ import annotations
 

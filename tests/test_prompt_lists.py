@@ -1,5 +1,6 @@
-"""Batches of prompts: a list into one Grok node runs at fal's pace, nothing moving in fal's queue is
-cancelled, resources stay bounded, an interrupted batch resumes, the daily limit stops it cleanly."""
+"""A Prompt List into one Grok node (ComfyUI runs the node once per prompt, all at once): the list runs at fal's
+pace, nothing moving in fal's queue is cancelled, resources stay bounded, an interrupted list resumes paying only
+for the rest, the daily limit stops it cleanly, and it shows its progress as a whole."""
 
 from __future__ import annotations
 
@@ -68,9 +69,8 @@ async def test_an_interrupted_batch_resumes_from_the_journal_and_pays_only_for_t
     batch = prompts(16, "lantern")
     with fake_comfy(tmp_path) as host:
         task = asyncio.ensure_future(run_node_over_list(Node, prompt=batch, num_images=1, unique_id="9"))
-        while sum(1 for job in list(fake_fal.jobs.values()) if job.completed_at) < 6:
-            await asyncio.sleep(0.05)
-        host.interrupted = True
+        assert await fake_fal.sees(lambda f: sum(1 for job in f.jobs.values() if job.completed_at) >= 6, 30)
+        host.interrupted = True  # six done, two running, the rest queued at fal
         with pytest.raises(InterruptProcessingException):
             await task
     cancelled = sum(1 for job in fake_fal.jobs.values() if job.cancelled)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import base64
 import io
-import time
-from collections.abc import Iterator
 
 import av
 import httpx
 import pytest
 from fake_fal import FakeFal
-from fake_fal_video import (
+from fake_fal.plain_client import wait_completed
+from fake_fal.video import (
     EDIT_VIDEO,
     EXTEND_VIDEO,
     FPS,
@@ -28,28 +27,7 @@ from fake_fal_video import (
 )
 from PIL import Image
 
-KEY = "test-key-video"
 IMAGE_URL = "https://example.com/cat.png"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeFal]:
-    with FakeFal(accepted_keys={KEY}, run_time=0.02) as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(server: FakeFal) -> Iterator[FakeFal]:
-    server.reset()
-    server.queue_time, server.run_time = 0.0, 0.02
-    yield server
-    server.reset()
-
-
-@pytest.fixture
-def client(fake: FakeFal) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=fake.url, headers={"Authorization": f"Key {KEY}"}, timeout=10) as c:
-        yield c
 
 
 def minimal_body(endpoint: str, video_url: str = "https://example.com/in.mp4") -> dict[str, object]:
@@ -68,10 +46,7 @@ def run(client: httpx.Client, endpoint: str, body: dict[str, object]) -> dict:
     answer = client.post(f"/{endpoint}", json=body)
     assert answer.status_code == 200, answer.text
     handle = answer.json()
-    deadline = time.monotonic() + 5
-    while client.get(handle["status_url"]).json()["status"] != "COMPLETED":
-        assert time.monotonic() < deadline, "the job did not complete"
-        time.sleep(0.01)
+    wait_completed(client, handle["status_url"], 5)
     result = client.get(handle["response_url"])
     assert result.status_code == 200, result.text
     return result.json()
@@ -103,9 +78,9 @@ def uploaded_png(client: httpx.Client, width: int, height: int) -> str:
     (V15_IMAGE_TO_VIDEO, (1280, 720), 6), (REFERENCE_TO_VIDEO, (854, 480), 8), (EDIT_VIDEO, (854, 480), 6),
     (EXTEND_VIDEO, (1280, 720), 12),
 ])
-def test_each_endpoint_answers_a_real_mp4_with_its_defaults(client: httpx.Client, endpoint: str,
+def test_each_endpoint_answers_a_real_mp4_with_its_defaults(fal_http: httpx.Client, endpoint: str,
                                                             size: tuple[int, int], seconds: int) -> None:
-    result = run(client, endpoint, minimal_body(endpoint))
+    result = run(fal_http, endpoint, minimal_body(endpoint))
     video = result["video"]
     assert set(video) == {"url", "content_type", "file_name", "file_size", "width", "height", "fps", "duration",
                           "num_frames"}
@@ -127,42 +102,43 @@ def test_each_endpoint_answers_a_real_mp4_with_its_defaults(client: httpx.Client
     (REFERENCE_TO_VIDEO, {"duration": 1, "resolution": "720p", "aspect_ratio": "1:1"}, (720, 720), 24),
     (EDIT_VIDEO, {"resolution": "720p"}, (1280, 720), 144),
 ])
-def test_the_asked_size_and_length_are_what_comes_back(client: httpx.Client, endpoint: str, body: dict,
+def test_the_asked_size_and_length_are_what_comes_back(fal_http: httpx.Client, endpoint: str, body: dict,
                                                        size: tuple[int, int], frames: int) -> None:
-    video = run(client, endpoint, {**minimal_body(endpoint), **body})["video"]
+    video = run(fal_http, endpoint, {**minimal_body(endpoint), **body})["video"]
     assert (video["width"], video["height"], video["num_frames"]) == (*size, frames)
     assert read_video(httpx.get(video["url"]).content)["size"] == size
 
 
-def test_auto_takes_the_shape_of_an_image_the_fake_can_read(client: httpx.Client) -> None:
-    portrait = uploaded_png(client, 600, 800)
-    video = run(client, IMAGE_TO_VIDEO, {"prompt": "x", "image_url": portrait, "resolution": "480p"})["video"]
+def test_auto_takes_the_shape_of_an_image_the_fake_can_read(fal_http: httpx.Client) -> None:
+    portrait = uploaded_png(fal_http, 600, 800)
+    video = run(fal_http, IMAGE_TO_VIDEO, {"prompt": "x", "image_url": portrait, "resolution": "480p"})["video"]
     assert (video["width"], video["height"]) == video_size("3:4", "480p") == (480, 640)
-    v15 = run(client, V15_IMAGE_TO_VIDEO, {"prompt": "x", "image_url": portrait})["video"]
+    v15 = run(fal_http, V15_IMAGE_TO_VIDEO, {"prompt": "x", "image_url": portrait})["video"]
     assert (v15["width"], v15["height"]) == (720, 960)
 
 
-def test_edit_and_extend_follow_the_input_video(fake: FakeFal, client: httpx.Client) -> None:
-    portrait = run(client, TEXT_TO_VIDEO, {"prompt": "x", "aspect_ratio": "9:16", "duration": 10,
+def test_edit_and_extend_follow_the_input_video(fake_fal: FakeFal, fal_http: httpx.Client) -> None:
+    portrait = run(fal_http, TEXT_TO_VIDEO, {"prompt": "x", "aspect_ratio": "9:16", "duration": 10,
                                            "resolution": "480p"})["video"]
-    edited = run(client, EDIT_VIDEO, {"prompt": "x", "video_url": portrait["url"]})["video"]
+    edited = run(fal_http, EDIT_VIDEO, {"prompt": "x", "video_url": portrait["url"]})["video"]
     assert (edited["width"], edited["height"], edited["duration"]) == (480, 854, 8), "fal uses the first 8 s"
-    extended = run(client, EXTEND_VIDEO, {"prompt": "x", "video_url": portrait["url"], "duration": 3})["video"]
+    extended = run(fal_http, EXTEND_VIDEO, {"prompt": "x", "video_url": portrait["url"], "duration": 3})["video"]
     assert (extended["width"], extended["height"], extended["duration"]) == (480, 854, 13)
-    square = run(client, TEXT_TO_VIDEO, {"prompt": "x", "aspect_ratio": "1:1", "duration": 2})["video"]
-    larger = run(client, EXTEND_VIDEO, {"prompt": "x", "video_url": square["url"], "duration": 2})["video"]
+    square = run(fal_http, TEXT_TO_VIDEO, {"prompt": "x", "aspect_ratio": "1:1", "duration": 2})["video"]
+    larger = run(fal_http, EXTEND_VIDEO, {"prompt": "x", "video_url": square["url"], "duration": 2})["video"]
     assert (larger["width"], larger["height"], larger["duration"]) == (720, 720, 4), "above 480p: 720p"
     inline = "data:video/mp4;base64," + base64.b64encode(render_mp4(854, 480, 2.0)).decode()
-    small = run(client, EXTEND_VIDEO, {"prompt": "x", "video_url": inline})["video"]
+    small = run(fal_http, EXTEND_VIDEO, {"prompt": "x", "video_url": inline})["video"]
     assert (small["width"], small["height"], small["duration"]) == (854, 480, 8), "a 480p input stays 480p"
-    assert fake.jobs[next(reversed(fake.jobs))].image_urls == [inline], "the input URL is recorded on the job"
+    assert fake_fal.jobs[next(reversed(fake_fal.jobs))].image_urls == [inline], "the input URL is recorded on the job"
 
 
 @pytest.mark.parametrize("seconds", [1.0, 16.0])
-def test_extend_refuses_an_input_outside_2_to_15_seconds(fake: FakeFal, client: httpx.Client, seconds: float) -> None:
+def test_extend_refuses_an_input_outside_2_to_15_seconds(fake_fal: FakeFal, fal_http: httpx.Client,
+                                                          seconds: float) -> None:
     inline = "data:video/mp4;base64," + base64.b64encode(render_mp4(160, 90, seconds)).decode()
-    answer = client.post(f"/{EXTEND_VIDEO}", json={"prompt": "x", "video_url": inline})
-    assert answer.status_code == 422 and fake.jobs == {}
+    answer = fal_http.post(f"/{EXTEND_VIDEO}", json={"prompt": "x", "video_url": inline})
+    assert answer.status_code == 422 and fake_fal.jobs == {}
     detail = answer.json()["detail"][0]
     assert detail["loc"] == ["body", "video_url"] and "2 to 15 seconds" in detail["msg"]
 
@@ -191,52 +167,49 @@ def test_extend_refuses_an_input_outside_2_to_15_seconds(fake: FakeFal, client: 
     (EXTEND_VIDEO, "resolution", "720p", "extra_forbidden"),
     (EXTEND_VIDEO, "seed", 1, "extra_forbidden"),
 ])
-def test_each_endpoint_refuses_what_fal_refuses(fake: FakeFal, client: httpx.Client, endpoint: str, field: str,
+def test_each_endpoint_refuses_what_fal_refuses(fake_fal: FakeFal, fal_http: httpx.Client, endpoint: str, field: str,
                                                 value: object, error_type: str) -> None:
-    answer = client.post(f"/{endpoint}", json={**minimal_body(endpoint), field: value})
-    assert answer.status_code == 422 and fake.jobs == {}
+    answer = fal_http.post(f"/{endpoint}", json={**minimal_body(endpoint), field: value})
+    assert answer.status_code == 422 and fake_fal.jobs == {}
     detail = answer.json()["detail"]
     assert detail[0]["loc"][:2] == ["body", field] and detail[0]["type"] == error_type
 
 
 @pytest.mark.parametrize("endpoint", [IMAGE_TO_VIDEO, V15_IMAGE_TO_VIDEO, REFERENCE_TO_VIDEO, EDIT_VIDEO,
                                       EXTEND_VIDEO])
-def test_the_input_url_is_required(client: httpx.Client, endpoint: str) -> None:
+def test_the_input_url_is_required(fal_http: httpx.Client, endpoint: str) -> None:
     body = {"prompt": "x"}
-    answer = client.post(f"/{endpoint}", json=body)
+    answer = fal_http.post(f"/{endpoint}", json=body)
     assert answer.status_code == 422 and answer.json()["detail"][0]["type"] == "missing"
 
 
-def test_video_jobs_share_the_queue_faults_refusals_and_cancel(fake: FakeFal, client: httpx.Client) -> None:
-    fake.faults.content_policy_prompts = ["forbidden"]
-    refused = client.post(f"/{TEXT_TO_VIDEO}", json={"prompt": "a forbidden fox"}).json()
-    deadline = time.monotonic() + 5
-    while client.get(refused["status_url"]).json()["status"] != "COMPLETED":
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    answer = client.get(refused["response_url"])
+def test_video_jobs_share_the_queue_faults_refusals_and_cancel(fake_fal: FakeFal, fal_http: httpx.Client) -> None:
+    fake_fal.faults.content_policy_prompts = ["forbidden"]
+    refused = fal_http.post(f"/{TEXT_TO_VIDEO}", json={"prompt": "a forbidden fox"}).json()
+    wait_completed(fal_http, refused["status_url"], 5)
+    answer = fal_http.get(refused["response_url"])
     assert answer.status_code == 422 and answer.json()["detail"][0]["type"] == "content_policy_violation"
 
-    fake.faults.never_complete = True
-    held = client.post(f"/{EDIT_VIDEO}", json=minimal_body(EDIT_VIDEO)).json()
-    assert held["status_url"].startswith(f"{fake.url}/xai/grok-imagine-video/requests/")
-    assert client.put(held["cancel_url"]).status_code == 202
-    assert client.get(held["response_url"]).status_code == 400
-    assert fake.cancels == [held["request_id"]]
-    logs = client.get(held["status_url"], params={"logs": "1"}).json()["logs"]
+    fake_fal.faults.never_complete = True
+    held = fal_http.post(f"/{EDIT_VIDEO}", json=minimal_body(EDIT_VIDEO)).json()
+    assert held["status_url"].startswith(f"{fake_fal.url}/xai/grok-imagine-video/requests/")
+    assert fal_http.put(held["cancel_url"]).status_code == 202
+    assert fal_http.get(held["response_url"]).status_code == 400
+    assert fake_fal.cancels == [held["request_id"]]
+    logs = fal_http.get(held["status_url"], params={"logs": "1"}).json()["logs"]
     assert [line["message"] for line in logs][-1] == "Generating video"
 
 
-def test_the_file_faults_of_images_apply_to_videos(fake: FakeFal, client: httpx.Client) -> None:
-    video = run(client, TEXT_TO_VIDEO, {"prompt": "x", "duration": 1, "resolution": "480p"})["video"]
-    fake.faults.image_status = [503]
+def test_the_file_faults_of_images_apply_to_videos(fake_fal: FakeFal, fal_http: httpx.Client) -> None:
+    video = run(fal_http, TEXT_TO_VIDEO, {"prompt": "x", "duration": 1, "resolution": "480p"})["video"]
+    fake_fal.faults.image_status = [503]
     assert httpx.get(video["url"]).status_code == 503
-    fake.faults.image_truncate = True
+    fake_fal.faults.image_truncate = True
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.get(video["url"])
 
 
 @pytest.mark.parametrize("endpoint", VIDEO_ENDPOINTS)
-def test_every_video_endpoint_needs_the_key(fake: FakeFal, endpoint: str) -> None:
-    answer = httpx.post(f"{fake.url}/{endpoint}", json=minimal_body(endpoint))
-    assert answer.status_code == 401 and fake.jobs == {}
+def test_every_video_endpoint_needs_the_key(fake_fal: FakeFal, endpoint: str) -> None:
+    answer = httpx.post(f"{fake_fal.url}/{endpoint}", json=minimal_body(endpoint))
+    assert answer.status_code == 401 and fake_fal.jobs == {}

@@ -4,7 +4,8 @@ fal sends it reads.
 A request waiting in fal's queue runs only when something happens to it: its status is checked less
 often the deeper it sits in the queue, all polling requests of a loop together stay within a budget,
 and one watch per event loop looks at the user's Cancel for all of them. A status stream that stops
-talking is checked; a stream line and a result are read only up to a cap.
+talking is checked; a stream line and a result are read only up to a cap. Independent nodes wait together,
+and a time limit that passes cancels the request at fal and names the limit.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ queue_module = pack_module("fal_transport.queue")
 status_watch = pack_module("fal_transport.status_watch")
 Node = pack_module("nodes.text_to_image").FalGrokImagineImage
 ENDPOINT = "xai/grok-imagine-image"
+INPUTS = {"prompt": "a quiet harbour", "num_images": 2}
 MIB = 2**20
 
 
@@ -75,8 +77,7 @@ async def test_queued_requests_cost_a_few_polls_a_second_deep_ones_rarely_and_en
                                                        should_cancel=should_cancel), not_cancelled_at_fal))
         for i, handle in enumerate(handles)]
     # Each request first tries its stream (unavailable) when a stream slot comes its way, then polls at once.
-    while len({r.request_id for r in fake_fal.requests_of("status")}) < len(handles):
-        await asyncio.sleep(0.1)
+    assert await fake_fal.sees(lambda f: len({r.request_id for r in f.requests_of("status")}) == len(handles), 60)
     window_s, opened, checks_before, ticks_before = 8.0, time.monotonic(), cancel_checks["calls"], ticks.copy()
     await asyncio.sleep(window_s)
     closed, checks, ticked = time.monotonic(), cancel_checks["calls"] - checks_before, ticks - ticks_before
@@ -108,8 +109,7 @@ async def test_status_checks_reuse_their_connection_while_the_loops_streams_are_
         waits = [asyncio.ensure_future(status_watch.wait_until_done(
             queue, handle, config.Limits(), status_watch.WaitEvents(should_cancel=lambda: pressed),
             not_cancelled_at_fal)) for handle in handles[:-1]]
-        while fake_fal.open_streams < client.MAX_STREAMS:
-            await asyncio.sleep(0.05)
+        assert await fake_fal.sees(lambda f: f.open_streams == client.MAX_STREAMS, 10)
         opened = fake_fal.connections_opened
         for _ in range(10):
             await queue.status(handles[-1])
@@ -150,3 +150,39 @@ async def test_a_result_past_its_cap_is_refused_naming_the_cap_without_holding_m
         tracemalloc.stop()
     assert "larger than 128 MiB" in str(caught.value) and handle.request_id in str(caught.value)
     assert peak < 1.25 * queue_module.MAX_RESULT_BYTES, f"held {peak / MIB:.0f} MiB of a 256 MiB result"
+
+
+async def test_independent_nodes_in_one_event_loop_wait_concurrently(fake_fal: FakeFal) -> None:
+    # As ComfyUI runs awaiting nodes: every request is in flight before the first one completes.
+    fake_fal.faults.run_time = 0.8
+    await asyncio.gather(*(run_node(Node, **{**INPUTS, "num_images": 1}) for _ in range(4)))
+    submit_times = sorted(r.time for r in fake_fal.submits)
+    first_result = min(r.time for r in fake_fal.requests_of("result"))
+    assert len(submit_times) == 4 and submit_times[-1] < first_result
+
+
+@pytest.mark.parametrize(
+    ("variable", "fault"),
+    [("GROK_IMAGINE_QUEUE_TIMEOUT", "stuck_in_queue"), ("GROK_IMAGINE_TIMEOUT", "never_complete")],
+)
+async def test_a_passed_time_limit_cancels_at_fal_and_names_the_limit_and_request(
+    fake_fal: FakeFal, monkeypatch: pytest.MonkeyPatch, variable: str, fault: str
+) -> None:
+    monkeypatch.setenv(variable, "0.5")
+    setattr(fake_fal.faults, fault, True)
+    started = time.monotonic()
+    with pytest.raises(errors.FalTimeoutError) as caught:
+        await run_node(Node, **INPUTS)
+    assert time.monotonic() - started < 2.0
+    request_id = fake_fal.submits[-1].request_id
+    assert variable in str(caught.value) and request_id in str(caught.value)
+    assert fake_fal.cancels == [request_id]
+
+
+async def test_a_bad_time_limit_setting_is_named_before_anything_is_sent(
+    fake_fal: FakeFal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GROK_IMAGINE_TIMEOUT", "ten minutes")
+    with pytest.raises(errors.FalConfigError, match="GROK_IMAGINE_TIMEOUT"):
+        await run_node(Node, **INPUTS)
+    assert fake_fal.requests == []
