@@ -70,7 +70,9 @@ async def test_one_failing_request_of_a_batch_stops_the_others_at_fal(fake_fal: 
     fake_fal.faults.run_time = 5
     with pytest.raises(errors.FalError):
         await run_node(Node, **INPUTS, num_images=12)
-    assert len(fake_fal.submits) == 1 and fake_fal.cancels == [fake_fal.submits[0].request_id]
+    assert len(fake_fal.submits) == 1
+    # the accepted one is cancelled at fal, in the background if the node ended first
+    assert await fake_fal.sees(lambda f: f.cancels == [f.submits[0].request_id], 10)
 
 
 async def test_a_request_still_on_its_way_when_another_fails_is_cancelled_at_fal_once_fal_answers(
