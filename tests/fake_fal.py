@@ -70,10 +70,10 @@ given); otherwise 401 ``{"detail": "Invalid or missing API key"}``.
     (``FakeFal(balance_usd=...)``, 100.0 unless given; tests may set it at any time). With
     `FakeFal.charge_balance` (``FakeFal(charge_balance=True)``, off by default) the balance pays:
     every accepted submit takes its price (`billed_price`: xAI's rates per image at the requested
-    resolution, and per reference image) off it, and a submit that arrives while the balance is 0
-    or less is refused with fal's 403 ``{"detail": EXHAUSTED_BALANCE_MESSAGE}`` ("User is locked.
-    Reason: Exhausted balance. ...") and creates no job. Like fal, the last request accepted may
-    take the balance below zero.
+    resolution, and per reference image; a video's `fake_fal_video.billed_video_price`, per second)
+    off it, and a submit that arrives while the balance is 0 or less is refused with fal's 403
+    ``{"detail": EXHAUSTED_BALANCE_MESSAGE}`` ("User is locked. Reason: Exhausted balance. ...") and
+    creates no job. Like fal, the last request accepted may take the balance below zero.
 
 Video endpoints
 ---------------
@@ -252,6 +252,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from fake_fal_video import (
     VIDEO_ENDPOINTS,
     VideoSpec,
+    billed_video_price,
     check_input_video,
     data_uri_bytes,
     planned_video,
@@ -1075,7 +1076,8 @@ class _Handler(BaseHTTPRequestHandler):
             args, errors = validate_arguments(endpoint, self.rec.json)
         if errors:
             return self._send_json(422, {"detail": errors})
-        if endpoint not in VIDEO_ENDPOINTS and not fake._pay(billed_price(endpoint, args)):
+        video = endpoint in VIDEO_ENDPOINTS
+        if not fake._pay(billed_video_price(endpoint, args, shape) if video else billed_price(endpoint, args)):
             return self._send_json(403, {"detail": EXHAUSTED_BALANCE_MESSAGE})
         if endpoint in VIDEO_ENDPOINTS:
             job = fake._create_video_job(endpoint, args, shape, self.rec)
