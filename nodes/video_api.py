@@ -82,6 +82,7 @@ EDIT_INPUT_SECONDS = 8.0  # fal edits the first 8 s of its input
 MAX_PROMPT_CHARS = 4096
 MAX_REFERENCES = 7
 SMALL_INPUT_SIDE = 480  # an input video at most this on its shorter side is extended (and billed) at 480p
+EDIT_AUTO_RESOLUTION = "480p"  # an edit at `auto` comes back at most 854x480, and is billed so
 
 # The field of fal's body that carries each endpoint's media (none for text to video).
 MEDIA_FIELD: dict[str, str] = {
@@ -218,7 +219,7 @@ class VideoRequest:
     @property
     def billed_resolution(self) -> str:
         if self.endpoint == EDIT_VIDEO_ENDPOINT:
-            return "480p" if self.resolution in (None, "auto") else self.resolution
+            return EDIT_AUTO_RESOLUTION if self.resolution in (None, "auto") else self.resolution
         if self.endpoint == EXTEND_VIDEO_ENDPOINT:
             source = self._input()
             return "480p" if min(source.width, source.height) <= SMALL_INPUT_SIDE else "720p"

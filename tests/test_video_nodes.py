@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from comfy_like import pack_module, run_node, run_node_raw
+from comfy_like import pack_module, run_node, run_node_over_list, run_node_raw
 from fake_comfy import FakeHost, InterruptProcessingException, fake_comfy
 from fake_comfy_video import VideoComponents, VideoFromComponents, VideoFromFile
 from fake_fal import FakeFal
@@ -278,6 +278,15 @@ async def test_the_ledger_records_what_fal_charged(fake_fal: FakeFal, host: Fake
     recent = sorted((r["endpoint"].rsplit("/", 1)[-1], r["price_usd"]) for r in spend()["recent"])
     assert recent == [("edit-video", 0.64), ("extend-video", 0.35), ("image-to-video", 0.252)]
     assert spend()["today_usd"] == pytest.approx(before - fake_fal.balance_usd) == pytest.approx(1.242)
+
+
+async def test_a_prompt_list_makes_one_video_per_prompt_in_list_order(fake_fal: FakeFal, host: FakeHost) -> None:
+    fake_fal.faults.account_concurrency = 2
+    prompts = [f"shot {i}" for i in range(4)]
+    outputs = await run_node_over_list(Video, prompt=prompts, duration=1, resolution="480p", unique_id="5")
+    by_prompt = {s.json["prompt"]: s.request_id for s in fake_fal.submits}
+    assert [url.split("/files/")[1].split("/")[0] for _, url, _ in outputs] == [by_prompt[p] for p in prompts]
+    assert len(spend()["recent"]) == 4
 
 
 async def test_provenance_names_the_request_for_save_video_to_write(fake_fal: FakeFal, host: FakeHost) -> None:

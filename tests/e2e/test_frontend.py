@@ -372,7 +372,8 @@ NEW_FRONTEND = Path(os.environ.get("GROK_IMAGINE_NEW_FRONTEND") or Path(
                     / "static")
 FRONTENDS = {"1.27.10": (None, ["classic"]), "1.58.1": (NEW_FRONTEND, ["classic", "nodes2"])}
 NODES = ["FalGrokImagineImage", "FalGrokImagineEdit", "FalGrokImagineResult", "FalGrokImagine2Image",
-         "FalGrokImagine2Edit", "FalGrokImaginePromptList"]
+         "FalGrokImagine2Edit", "FalGrokImaginePromptList", "FalGrokImagineVideo", "FalGrokImagineReferenceVideo",
+         "FalGrokImagineVideoEdit", "FalGrokImagineVideoExtend", "FalGrokImagineVideoResult"]
 
 
 def start_comfy_with_frontend(base_dir: Path, env: dict[str, str], front_end_root: Path | None) -> ComfyServer:
