@@ -13,10 +13,14 @@ canvas:
   example_workflows/<name>.jpg                        every example workflow after a run (one per .json)
 and from Nodes 2.0 (frontend 1.58.1 only):
   docs/badge_nodes2.png                               the four billed nodes with their price badges
+
+`--examples NAME...` makes only those examples' thumbnails (NAME: the workflow's file name without .json), and
+nothing else.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -159,8 +163,10 @@ def wait_idle(comfy: ComfyServer, timeout: float = 90) -> None:
     raise TimeoutError("the example did not finish")
 
 
-def shoot_examples(page: Page, comfy: ComfyServer, fal: FakeFal, top: int) -> None:
+def shoot_examples(page: Page, comfy: ComfyServer, fal: FakeFal, top: int, only: list[str] | None = None) -> None:
     for workflow in sorted((ROOT / "example_workflows").glob("*.json")):
+        if only and workflow.stem not in only:
+            continue
         # a fresh page for each: the frontend keeps a node's last outputs by node id across loaded workflows
         page.goto(comfy.url + "/", wait_until="load")
         page.wait_for_function("() => window.app && window.app.graph && window.app.canvas && window.LiteGraph")
@@ -210,6 +216,9 @@ def shoot_settings(page: Page) -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", nargs="+", metavar="NAME", help="only these examples' thumbnails")
+    only = parser.parse_args().examples
     front_end_root = NEW_FRONTEND if (NEW_FRONTEND / "index.html").is_file() else None
     with FakeFal(accepted_keys={TEST_KEY}, queue_time=1.5, run_time=5.0) as fal, \
             tempfile.TemporaryDirectory() as base:
@@ -223,7 +232,10 @@ def main() -> None:
                 version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
                 print(f"frontend {version}")
                 top = 80 if front_end_root else 50  # below 1.5x's floating graph bar
-                shoot_examples(page, comfy, fal, top)
+                shoot_examples(page, comfy, fal, top, only)
+                if only:
+                    browser.close()
+                    return
                 shoot_settings(page)
                 page.close()
                 if front_end_root is None:

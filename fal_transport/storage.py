@@ -85,12 +85,13 @@ async def upload(
                          what="an image", deadline_s=120.0)
 
 
-async def upload_file(credentials: FalCredentials, path: Path, *, content_type: str, file_name: str) -> str:
+async def upload_file(credentials: FalCredentials, path: Path, *, content_type: str, file_name: str,
+                      sha256: str | None = None) -> str:
     """The fal URL of the file at `path` (the caller keeps it within `MAX_UPLOAD_BYTES`), uploaded now or in the
-    last hour. The file is streamed from disk, never read whole into memory; the upload may take 2 minutes
-    plus a second per MiB."""
+    last hour (`sha256`: its hex digest, if known). The file is streamed from disk, never read whole into memory;
+    the upload may take 2 minutes plus a second per MiB."""
     size = path.stat().st_size
-    digest = await asyncio.to_thread(_file_sha256, path)
+    digest = sha256 or await asyncio.to_thread(file_sha256, path)
 
     async def chunks() -> AsyncIterator[bytes]:
         with path.open("rb") as handle:
@@ -101,7 +102,8 @@ async def upload_file(credentials: FalCredentials, path: Path, *, content_type: 
                          what="a video", deadline_s=120.0 + size / 2**20, size=size)
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of the file at `path`, read in chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(UPLOAD_CHUNK_BYTES):

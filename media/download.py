@@ -104,19 +104,21 @@ def _host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "", port or (443 if parts.scheme == "https" else 80)
 
 
-async def _local_base() -> bool:
+async def local_base() -> bool:
     """True when fal's queue base URL is itself on a local (non-public) address: images may then be local too."""
     addresses = await _addresses(*_host_port(config.queue_base_url()))
     return bool(addresses) and any(_not_public(address) for address in addresses)
 
 
-async def _refuse_non_public(url: str, request_id: str | None) -> None:
+async def refuse_non_public(url: str, request_id: str | None, what: str = "an image",
+                            error: type[ResultError] = ImageFetchError) -> None:
+    """Refuse (with `error`) a URL of fal's result, `what` it points at, on a non-public address."""
     host, port = _host_port(url)
     for address in await _addresses(host, port) or ():
         kind = _not_public(address)
         if kind is not None:
-            raise ImageFetchError(
-                f"fal's result points at an image on {host}, a {kind} address ({address}); result images are "
+            raise error(
+                f"fal's result points at {what} on {host}, a {kind} address ({address}); results are "
                 "loaded only from public addresses (unless FAL_QUEUE_BASE_URL is itself local), so nothing was "
                 "fetched from it. fal never does this: check FAL_QUEUE_BASE_URL and any proxy between ComfyUI "
                 "and fal.",
@@ -129,7 +131,7 @@ async def _download(loop_client: LoopClient, url: str, request_id: str | None,
     """The body, or the error response to decide on, following redirects with every hop's address checked."""
     for _ in range(MAX_REDIRECTS + 1):
         if not local:
-            await _refuse_non_public(url, request_id)
+            await refuse_non_public(url, request_id)
         outcome = await _download_once(loop_client, url, request_id)
         if not (isinstance(outcome, httpx.Response) and outcome.is_redirect):
             return outcome
@@ -186,7 +188,7 @@ async def fetch_image_bytes(url: str, *, timeout_s: float, request_id: str | Non
 
     try:
         async with lease() as loop_client:
-            local = await within(deadline.remaining(), _local_base())
+            local = await within(deadline.remaining(), local_base())
             tries = await retry(lambda: _download(loop_client, url, request_id, local), deadline=deadline,
                                 policy=DEFAULT_RETRY, again=again, what="downloading a result image")
     except asyncio.TimeoutError as exc:

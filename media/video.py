@@ -2,8 +2,9 @@
 its own VIDEO; and any VIDEO turned into an MP4 file that fal can read.
 
 - A result video goes straight to disk, chunk by chunk, under a byte cap and one deadline for all attempts
-  and the whole body (like the images of `download`: http(s) only, no `Authorization` header, retries on
-  408/429/5xx and broken connections). It is never held whole in memory.
+  and the whole body (like the images of `download`: http(s) only, no `Authorization` header, only from public
+  addresses with every redirect hop checked, retries on 408/429/5xx and broken connections). It is never held
+  whole in memory.
 - `as_comfy_video` wraps the file in ComfyUI's `VideoFromFile` (`comfy_api.latest.InputImpl`, the same in
   0.3.6x and today's ComfyUI) and remembers fal's URL on it: a VIDEO that came from a Grok node goes back to
   fal by that URL (`fal_url_of`), with no upload. ComfyUI hands VIDEO objects from node to node by reference,
@@ -34,8 +35,16 @@ import torch
 
 from ..fal_transport.aio import Deadline, within
 from ..fal_transport.errors import InvalidInputError, ResultError
-from ..fal_transport.http import DEFAULT_RETRY, RETRY_STATUS_IDEMPOTENT, LoopClient, lease, retry_after_seconds
+from ..fal_transport.http import (
+    DEFAULT_RETRY,
+    MAX_REDIRECTS,
+    RETRY_STATUS_IDEMPOTENT,
+    LoopClient,
+    lease,
+    retry_after_seconds,
+)
 from ..fal_transport.storage import MAX_UPLOAD_BYTES
+from .download import local_base, refuse_non_public
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -82,38 +91,54 @@ def _problem(exc: BaseException) -> str:
 
 
 async def _download_once(loop_client: LoopClient, url: str, part: Path, max_bytes: int,
-                         on_progress: Progress | None, request_id: str | None) -> bool | httpx.Response:
-    """True once the whole body is in `part`; else the error response to decide on."""
-    async with loop_client.client.stream("GET", url) as response:
-        if response.status_code != 200:
-            return response
-        declared = response.headers.get("content-length")
-        total = int(declared) if declared and declared.isdigit() else None
-        if total is not None and total > max_bytes:
-            raise VideoFetchError(
-                f"The result video is {total / 2**20:.0f} MiB, over the {max_bytes // 2**20} MiB limit; refusing to "
-                "download it.", request_id=request_id)
-        received = 0
-        with part.open("wb") as handle:
+                         on_progress: Progress | None, request_id: str | None, local: bool) -> bool | httpx.Response:
+    """True once the whole body is in `part`; else the error response to decide on. Redirects are followed here,
+    hop by hop, each hop's address checked as an image's are (`download`)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        if not local:
+            await refuse_non_public(url, request_id, "a video", VideoFetchError)
+        async with loop_client.client.stream("GET", url, follow_redirects=False) as response:
+            if response.is_redirect:
+                url = str(response.request.url.join(response.headers["location"]))
+                continue
+            if response.status_code != 200:
+                return response
+            await _write_body(response, part, max_bytes, on_progress, request_id)
+            return True
+    raise VideoFetchError(
+        f"The result video on {urlsplit(url).netloc} redirects in a loop; it cannot be downloaded. Try loading it "
+        "again later by its request id.", request_id=request_id)
+
+
+async def _write_body(response: httpx.Response, part: Path, max_bytes: int, on_progress: Progress | None,
+                      request_id: str | None) -> None:
+    declared = response.headers.get("content-length")
+    total = int(declared) if declared and declared.isdigit() else None
+    if total is not None and total > max_bytes:
+        raise VideoFetchError(
+            f"The result video is {total / 2**20:.0f} MiB, over the {max_bytes // 2**20} MiB limit; refusing to "
+            "download it.", request_id=request_id)
+    received = 0
+    with part.open("wb") as handle:
+        if on_progress is not None:
+            on_progress(0, total)
+        async for chunk in response.aiter_bytes(CHUNK_BYTES):
+            received += len(chunk)
+            if received > max_bytes:
+                raise VideoFetchError(
+                    f"The result video is larger than {max_bytes // 2**20} MiB; download stopped.",
+                    request_id=request_id)
+            handle.write(chunk)
             if on_progress is not None:
-                on_progress(0, total)
-            async for chunk in response.aiter_bytes(CHUNK_BYTES):
-                received += len(chunk)
-                if received > max_bytes:
-                    raise VideoFetchError(
-                        f"The result video is larger than {max_bytes // 2**20} MiB; download stopped.",
-                        request_id=request_id)
-                handle.write(chunk)
-                if on_progress is not None:
-                    on_progress(received, total)
-        return True
+                on_progress(received, total)
 
 
 async def download_video(url: str, folder: Path, *, stem: str, timeout_s: float, request_id: str | None = None,
                          max_bytes: int = MAX_VIDEO_BYTES, on_progress: Progress | None = None) -> Path:
     """Stream the video at `url` into a new file `folder/<stem>_<random>.mp4` and return its path, within
     `timeout_s` for all attempts and the whole body. `on_progress(received, expected)` follows each chunk
-    (from 0 again when an attempt starts over). Nothing is left behind when it fails or is cancelled."""
+    (from 0 again when an attempt starts over). Like images, videos are fetched only from public addresses unless
+    fal's queue base URL is itself local. Nothing is left behind when it fails or is cancelled."""
     split = urlsplit(url)
     if split.scheme.lower() not in ALLOWED_SCHEMES:
         raise VideoFetchError(
@@ -128,15 +153,12 @@ async def download_video(url: str, folder: Path, *, stem: str, timeout_s: float,
     attempt, problem = 0, ""
     try:
         async with lease() as loop_client:
+            local = await within(deadline.remaining(), local_base())
             while True:
                 attempt += 1
                 try:
-                    outcome = await within(deadline.remaining(),
-                                           _download_once(loop_client, url, part, max_bytes, on_progress, request_id))
-                except httpx.TooManyRedirects as exc:
-                    raise VideoFetchError(
-                        f"The result video on {host} redirects in a loop; it cannot be downloaded. Try loading it "
-                        "again later by its request id.", request_id=request_id) from exc
+                    outcome = await within(deadline.remaining(), _download_once(
+                        loop_client, url, part, max_bytes, on_progress, request_id, local))
                 except (httpx.TransportError, httpx.TimeoutException) as exc:
                     outcome, problem = False, _problem(exc)
                 if outcome is True:
@@ -162,7 +184,8 @@ async def download_video(url: str, folder: Path, *, stem: str, timeout_s: float,
     except asyncio.TimeoutError as exc:
         raise VideoFetchError(
             f"Downloading the result video from {host} took longer than {timeout_s:g} s"
-            f"{f' (last problem: {problem})' if problem else ''}. Check your connection, or allow more time.",
+            f"{f' (last problem: {problem})' if problem else ''}. Check your connection, or raise "
+            "GROK_IMAGINE_DOWNLOAD_TIMEOUT.",
             request_id=request_id) from exc
     finally:
         part.unlink(missing_ok=True)

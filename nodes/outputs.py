@@ -1,5 +1,5 @@
 """What a Grok node hands back to ComfyUI: its outputs in contract order, what the node shows (previews,
-the revised prompt), and the provenance that Save Image writes into the PNG.
+the revised prompt, the video), and the provenance that Save Image writes into the PNG (Save Video into the MP4).
 
 Previews are fal's own image files written to ComfyUI's temp directory as they are (no re-encoding), so a
 preview costs a file write.
@@ -26,6 +26,7 @@ from .list_batch import BatchMember
 
 if TYPE_CHECKING:
     from .run import Generation
+    from .video import Clip
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -73,6 +74,20 @@ def node_output(generation: Generation, *, endpoint: str, node_id: str | None, m
             "request_id": [generation.request_id],
         },
         "result": (generation.images, generation.revised_prompt, "\n".join(generation.image_urls)),
+    }
+
+
+def video_output(clip: Clip, *, endpoint: str, node_id: str | None, member: BatchMember,
+                 extra_pnginfo: Any = None) -> dict[str, Any]:
+    """A video node's outputs in contract order, and the video playing on the node as Save Video's preview does
+    (the file is already in ComfyUI's temp folder). Its provenance goes where an image node's does, so Save
+    Video writes it into the MP4's metadata."""
+    record_provenance(extra_pnginfo, node_id, member.provenance({
+        "endpoint": endpoint, "request_ids": [clip.request_id], "video_url": clip.url}))
+    return {
+        "ui": {"images": [{"filename": clip.path.name, "subfolder": SUBFOLDER, "type": "temp"}], "animated": (True,),
+               "request_id": [clip.request_id]},
+        "result": (clip.video, clip.url, clip.last_frame),
     }
 
 

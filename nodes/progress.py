@@ -22,6 +22,7 @@ Stage = Literal["waiting", "queued", "running", "downloading", "done", "failed"]
 _BAR_TOTAL = 100
 _BAR_AT: dict[str, int] = {"waiting": 0, "queued": 5, "running": 15, "downloading": 80, "done": 100, "failed": 100}
 _BATCH_RENDER_EVERY_S = 0.25
+_BYTES_EVERY_S = 0.25
 
 
 def _plural(count: int, word: str) -> str:
@@ -138,6 +139,19 @@ class RequestProgress:
 
     def downloading(self, count: int) -> None:
         self._show(f"Downloading {_plural(count, 'image')}\nrequest {self.request_id}", "downloading")
+
+    def downloading_bytes(self, received: int, total: int | None) -> None:
+        """A video on its way to disk, chunk by chunk: shown at most four times a second, and when it is whole."""
+        whole = total is not None and received >= total
+        if self.stage == "downloading" and not whole and time.monotonic() - self._shown_at < _BYTES_EVERY_S:
+            return
+        of = f" of {total / 1e6:.1f}" if total else ""
+        self._show(f"Downloading the video: {received / 1e6:.1f}{of} MB\nrequest {self.request_id}", "downloading")
+
+    def finished_video(self, seconds: float, width: int, height: int) -> None:
+        elapsed = time.monotonic() - self.started
+        self._show(f"Done: a {seconds:.1f} s video, {width}x{height}, in {elapsed:.1f}s\nrequest {self.request_id}",
+                   "done")
 
     def finished(self, count: int, revised_prompt: str) -> None:
         elapsed = time.monotonic() - self.started

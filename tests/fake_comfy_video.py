@@ -8,7 +8,8 @@ without ComfyUI. It behaves like the host where the pack relies on it:
   streams of a file whose container and codec already match, and otherwise encodes its frames as H.264;
 - the trim of today's ComfyUI (`VideoFromFile(path, start_time=, duration=)`, made by Load Video's edit and by
   `as_trimmed`) is a new object whose duration and `save_to` honour the trim;
-- `VideoFromComponents(VideoComponents(images, frame_rate))` holds frames and encodes them on `save_to`.
+- `VideoFromComponents(VideoComponents(images, frame_rate))` holds frames and encodes them on `save_to`; its
+  dimensions and duration come from its frames (VideoInput's defaults).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class VideoComponents:
 
 
 class VideoInput:
+    def get_dimensions(self) -> tuple[int, int]:
+        images = self.get_components().images
+        return images.shape[2], images.shape[1]
+
     def get_duration(self) -> float:
         components = self.get_components()
         return float(components.images.shape[0] / components.frame_rate)

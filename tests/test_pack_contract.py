@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from comfy_like import ROOT, load_pack
 from PIL import Image
-from workflow_ui import load_workflow, node_info, to_api_prompt, widget_inputs
+from workflow_ui import is_widget, load_workflow, node_info, to_api_prompt, widget_inputs
 
 WORKFLOWS = ROOT / "tests" / "workflows"
 EXPECTED_REQUESTS = json.loads((WORKFLOWS / "expected_requests.json").read_text(encoding="utf-8"))
@@ -128,11 +128,16 @@ def test_every_published_workflow_still_builds_the_same_fal_request(pack, workfl
     built = {}
     for node in workflow["nodes"]:
         node_class = pack.NODE_CLASS_MAPPINGS.get(node["type"])
-        if node_class is None or not hasattr(node_class, "image_request"):
+        if node_class is None or not hasattr(node_class, "image_request") and not hasattr(node_class, "video_request"):
             continue
         info = node_info(node_class)
         values = widget_inputs(info, node["widgets_values"])
         values.pop("seed", None)
+        if hasattr(node_class, "video_request"):  # its media (and an input video's length) come at run time
+            connected = frozenset(i["name"] for i in node.get("inputs", []) if i.get("link") is not None)
+            request = node_class.video_request(values, connected)
+            built[str(node["id"])] = {"endpoint": request.endpoint, "arguments": request.arguments()}
+            continue
         optional = {name: values.pop(name) for name in info["input_order"].get("optional", []) if name in values}
         request = node_class.image_request(values, optional)
         built[str(node["id"])] = {"endpoint": request.endpoint, "arguments": request.body()}
@@ -148,7 +153,7 @@ def test_every_example_workflow_uses_registered_nodes_with_complete_widgets(pack
             info = node_info(node_class)
             values = widget_inputs(info, node["widgets_values"])
             widget_names = [n for section in ("required", "optional") for n in info["input_order"][section]
-                            if n not in ("image", "image_2", "image_3")]
+                            if is_widget(info["input"][section][n])]
             assert list(values) == widget_names[: len(values)], example
             prompt = to_api_prompt({"nodes": [node], "links": workflow["links"]}, {node["type"]: info})
             assert prompt[str(node["id"])]["class_type"] == node["type"]

@@ -57,7 +57,13 @@ async def test_the_price_table_is_served_from_python(pack_routes: aiohttp.Client
                                          "per_image": {"1k": 0.04, "2k": 0.06}, "per_reference": 0.01}
     assert table["nodes"]["FalGrokImagineEdit"]["choices"]["standard"]["per_reference"] == 0.002
     assert set(table["nodes"]) == {"FalGrokImagineImage", "FalGrokImagineEdit", "FalGrokImagine2Image",
-                                   "FalGrokImagine2Edit"}
+                                   "FalGrokImagine2Edit", "FalGrokImagineVideo", "FalGrokImagineReferenceVideo",
+                                   "FalGrokImagineVideoEdit", "FalGrokImagineVideoExtend"}
+    video = table["nodes"]["FalGrokImagineVideo"]
+    assert video["kind"] == "video" and video["choices"]["grok-imagine-video-1.5"]["text"]["per_second"] == {
+        "480p": 0.08, "720p": 0.14, "1080p": 0.25}
+    assert "1080p" not in video["choices"]["grok-imagine-video-1.5"]["image"]["per_second"], "fal has no 1080p there"
+    assert table["nodes"]["FalGrokImagineVideoExtend"]["rate"]["per_input_second"] == 0.01
 
 
 async def test_the_key_status_names_its_source_and_never_returns_the_key(

@@ -111,6 +111,31 @@ async def test_only_http_urls_are_downloaded(fake_fal: FakeFal, tmp_path: Path) 
     assert fake_fal.requests == []
 
 
+async def test_a_video_on_a_non_public_address_is_never_fetched(
+    fake_fal: FakeFal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = fal_video(fake_fal, duration=1, resolution="480p")
+    monkeypatch.setenv("FAL_QUEUE_BASE_URL", "http://queue.fal.test")  # fal's queue is not local: only public hosts
+    with pytest.raises(video_io.VideoFetchError, match=r"a video on 127\.0\.0\.1, a loopback address"):
+        await video_io.download_video(video["url"], tmp_path, stem="v", timeout_s=10)
+    assert fake_fal.requests_of("file") == [] and list(tmp_path.iterdir()) == []
+
+
+async def test_every_redirect_hop_of_a_video_is_checked(
+    fake_fal: FakeFal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    video = fal_video(fake_fal, duration=1, resolution="480p")
+    for name, value in {"FAL_QUEUE_BASE_URL": "http://queue.fal.test", "HTTP_PROXY": fake_fal.url}.items():
+        monkeypatch.setenv(name, value)  # fal and its file host are public names, reached through a proxy
+    on_cdn = video["url"].replace(fake_fal.url, "http://cdn.fal.test")
+    path = await video_io.download_video(on_cdn, tmp_path, stem="v", timeout_s=10)
+    assert path.stat().st_size == video["file_size"]
+    fake_fal.faults.image_redirect_to = "http://169.254.169.254/meta-data"
+    with pytest.raises(video_io.VideoFetchError, match=r"169\.254\.169\.254, a link-local address"):
+        await video_io.download_video(on_cdn, tmp_path, stem="w", timeout_s=10)
+    assert not any("meta-data" in r.path for r in fake_fal.requests)
+
+
 async def test_a_cancelled_download_leaves_no_file(fake_fal: FakeFal, tmp_path: Path) -> None:
     video = fal_video(fake_fal, duration=2, resolution="480p")
     fake_fal.faults.image_trickle = 0.05

@@ -18,7 +18,8 @@ def node_info(node_class: type) -> dict[str, Any]:
     }
 
 
-def _is_widget(spec: Any) -> bool:
+def is_widget(spec: Any) -> bool:
+    """Does this input show as a widget (a value stored in `widgets_values`), not a link-only slot?"""
     kind = spec[0]
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
@@ -38,7 +39,7 @@ def widget_inputs(info: dict[str, Any], widgets_values: list[Any], linked: set[s
     for section in ("required", "optional"):
         for name in info["input_order"].get(section, []):
             spec = info["input"][section][name]
-            if not _is_widget(spec):
+            if not is_widget(spec):
                 continue
             if not values:
                 return inputs

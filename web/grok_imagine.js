@@ -48,6 +48,20 @@ function refreshPrice(node) {
   if (node.grokImaginePrice?.refresh()) node.setDirtyCanvas?.(true, true);
 }
 
+/**
+ * Recompute the price of the nodes `node` feeds, and of those they feed: a Prompt List's prompts multiply a
+ * Grok node's price, and a Grok video node's duration and resolution price the Edit or Extend it feeds.
+ */
+function refreshFed(node, hops = 0) {
+  if (hops > 8) return;
+  (node.outputs ?? []).forEach((_, slot) => {
+    for (const target of node.getOutputNodes?.(slot) ?? []) {
+      refreshPrice(target);
+      refreshFed(target, hops + 1);
+    }
+  });
+}
+
 /** The label as the classic canvas of a frontend without node.badges shows it: drawn in the title bar. */
 function drawFallbackBadge(node, ctx) {
   const badge = node.grokImaginePrice?.badge;
@@ -73,7 +87,10 @@ function after(target, name, extra) {
 function watchWidgets(node) {
   for (const widget of node.widgets ?? []) {
     if (widget.grokImagineWatched) continue;
-    after(widget, "callback", () => refreshPrice(node));
+    after(widget, "callback", () => {
+      refreshPrice(node);
+      refreshFed(node);
+    });
     widget.grokImagineWatched = true;
   }
 }
@@ -115,6 +132,7 @@ app.registerExtension({
     await pricingReady;
     const nodeClass = nodeData.name;
     const entryOf = () => pricing.nodes?.[nodeClass];
+    const entryFor = (type) => pricing.nodes?.[type];
 
     const hooks = nodeType.prototype;
     after(hooks, "onNodeCreated", function () {
@@ -127,7 +145,7 @@ app.registerExtension({
         };
       }
       if (entryOf()) {
-        this.grokImaginePrice = attachPriceBadge(this, entryOf, app.extensionManager);
+        this.grokImaginePrice = attachPriceBadge(this, entryOf, app.extensionManager, entryFor);
         watchWidgets(this);
       }
     });
@@ -138,6 +156,7 @@ app.registerExtension({
     for (const name of ["onConnectionsChange", "onWidgetChanged"]) {
       after(hooks, name, function () {
         refreshPrice(this);
+        refreshFed(this);
       });
     }
     // The classic canvas calls this on every frame: the label follows even a change no hook saw.
@@ -156,11 +175,6 @@ app.registerExtension({
 
     if (nodeClass === "FalGrokImaginePromptList") {
       // Its number of prompts multiplies the price of the Grok nodes it feeds.
-      const refreshFed = (node) => {
-        (node.outputs ?? []).forEach((_, slot) => {
-          for (const target of node.getOutputNodes?.(slot) ?? []) refreshPrice(target);
-        });
-      };
       after(hooks, "onNodeCreated", function () {
         const prompts = this.widgets?.find((w) => w.name === "prompts");
         if (!prompts) return;

@@ -89,9 +89,12 @@ export const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"
  *   "$0.02 · 1 image"   "$0.08 · 4 images"   "$0.20 · 10 images · 3 requests"
  *   "$0.062–0.066 · 3 images" (an edit: the references are known only at run time)
  *   "$0.12 · 3 prompts × 2 images"   "$0.02/image"
+ *
+ * A video node's label (`videoLabel`) says the seconds it bills instead of the images.
  */
 export function priceLabel(entry, state = {}) {
   if (!entry) return null;
+  if (entry.kind) return videoLabel(entry, state);
   const values = state.values ?? {};
   const rates = ratesFor(entry, values);
   const count = imageCount(entry, state);
@@ -107,6 +110,144 @@ export function priceLabel(entry, state = {}) {
   const requests = requestCount(count, entry.max_images_per_request ?? 4);
   if (requests > 1) parts.push(`${requests} requests${runs > 1 ? " each" : ""}`);
   return parts.join(" · ");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Videos: US dollars per second of output
+
+const SHORT_SIDE = { "480p": 480, "720p": 720, "1080p": 1080 };
+const MAX_SOURCE_HOPS = 8;
+
+/** The values of a litegraph node's widgets, by name. */
+function widgetValues(node) {
+  const values = {};
+  for (const widget of node?.widgets ?? []) values[widget.name] = widget.value;
+  return values;
+}
+
+/** The [min, max] of a node's widget `name`, when the widget states them. */
+function widgetRange(node, name) {
+  const options = node?.widgets?.find((w) => w.name === name)?.options;
+  return typeof options?.min === "number" && typeof options?.max === "number" ? [options.min, options.max] : undefined;
+}
+
+/** The index of `node`'s input `name` when a link feeds it, else -1. */
+function linkedInput(node, name) {
+  const index = (node?.inputs ?? []).findIndex((input) => (input?.widget?.name ?? input?.name) === name);
+  return index >= 0 && inputConnected(node, index) ? index : -1;
+}
+
+/** The node feeding `node`'s input `name`, or null. */
+function originOf(node, name) {
+  const index = linkedInput(node, name);
+  return index < 0 ? null : node.getInputNode?.(index) ?? null;
+}
+
+/**
+ * What a video made by `origin` will be, when a Grok video node of this pack makes it from its widgets: its
+ * seconds and the shorter side of its frame (`{seconds, short}`), through edits and extensions of such a video.
+ * Null when only the run can tell (Load Video, the Video Result node, a duration fed by a link). `entryFor(type)`
+ * is the pricing entry of a node type.
+ */
+export function videoSource(origin, entryFor, hops = 0) {
+  if (!origin || hops > MAX_SOURCE_HOPS) return null;
+  const entry = entryFor?.(origin.comfyClass ?? origin.type);
+  if (!entry?.kind || (entry.count_input && linkedInput(origin, entry.count_input) >= 0)) return null;
+  const values = widgetValues(origin);
+  const state = { values, countRange: widgetRange(origin, entry.count_input) };
+  const resolution = values[entry.resolution_input];
+  if (entry.kind === "video" || entry.kind === "reference_video") {
+    return SHORT_SIDE[resolution] ? { seconds: imageCount(entry, state), short: SHORT_SIDE[resolution] } : null;
+  }
+  const input = videoSource(originOf(origin, entry.video_input), entryFor, hops + 1);
+  if (!input) return null;
+  if (entry.kind === "edit_video") {
+    const short = SHORT_SIDE[resolution] ?? Math.min(input.short, SHORT_SIDE[entry.auto_resolution]);
+    return { seconds: Math.min(input.seconds, entry.max_input_seconds), short };
+  }
+  const short = input.short <= entry.small_input_side ? SHORT_SIDE["480p"] : SHORT_SIDE["720p"];
+  return { seconds: input.seconds + imageCount(entry, state), short }; // an extension returns the whole video
+}
+
+const seconds = (amount) => `${Math.round(amount * 100) / 100} s`;
+
+/**
+ * What one run of a video node costs: `{low, high, what}` (what it makes, e.g. "6 s at 720p"), or `{rate}` when
+ * the price depends on what only the run knows (an input video of unknown length, a duration fed by a link),
+ * or `{note}` when fal has no such video (1080p from grok-imagine-video).
+ */
+export function videoQuote(entry, state = {}) {
+  const values = state.values ?? {};
+  const count = imageCount(entry, state);
+  const resolution = values[entry.resolution_input];
+  const source = state.source ?? null;
+  if (entry.kind === "video") {
+    const choices = entry.choices ?? {};
+    const choice = values[entry.choice_input] in choices ? values[entry.choice_input] : entry.default_choice;
+    const withImage = (state.connected ?? []).includes(entry.image_input);
+    const rate = choices[choice]?.[withImage ? "image" : "text"];
+    const perSecond = rate?.per_second?.[resolution];
+    if (typeof perSecond !== "number") {
+      return { note: `${resolution}: not with ${choice}${withImage ? " from an image" : ""}` };
+    }
+    const image = withImage ? " + image" : "";
+    if (state.countLinked) return { rate: `${formatUsd(perSecond)}/s at ${resolution}${image}` };
+    const price = count * perSecond + (withImage ? rate.per_image : 0);
+    return { low: price, high: price, what: `${seconds(count)} at ${resolution}${image}` };
+  }
+  const rate = entry.rate ?? {};
+  if (entry.kind === "reference_video") {
+    const perSecond = rate.per_second?.[resolution];
+    if (typeof perSecond !== "number") return { note: `${resolution}: not with reference to video` };
+    if (state.countLinked) return { rate: `${formatUsd(perSecond)}/s at ${resolution} + references` };
+    const [fewest, most] = referenceRange(entry, state.connected ?? []);
+    const base = count * perSecond;
+    const what = `${seconds(count)} at ${resolution}`;
+    return { low: base + fewest * rate.per_image, high: base + most * rate.per_image, what };
+  }
+  if (entry.kind === "edit_video") {
+    const billed = rate.per_second?.[resolution] === undefined ? entry.auto_resolution : resolution;
+    const perSecond = (rate.per_second?.[billed] ?? 0) + rate.per_input_second;
+    if (!source) {
+      const most = formatUsd(perSecond * entry.max_input_seconds);
+      return { rate: `${formatUsd(perSecond)}/s of input`, tail: `at most ${most}` };
+    }
+    const edited = Math.min(source.seconds, entry.max_input_seconds);
+    return { low: edited * perSecond, high: edited * perSecond, what: `${seconds(edited)} at ${billed}` };
+  }
+  // extend_video: its own seconds at the input's resolution, and each second of the input
+  const perSecond = Object.values(rate.per_second ?? {});
+  const [shortest, longest] = entry.input_seconds;
+  if (state.countLinked) {
+    return { rate: `${formatUsdRange(Math.min(...perSecond), Math.max(...perSecond))}/s + input` };
+  }
+  if (!source) {
+    const low = count * Math.min(...perSecond) + shortest * rate.per_input_second;
+    const high = count * Math.max(...perSecond) + longest * rate.per_input_second;
+    return { low, high, what: `${seconds(count)} more` };
+  }
+  const billed = source.short <= entry.small_input_side ? "480p" : "720p";
+  if (source.seconds < shortest || source.seconds > longest) {
+    return { note: `input of ${seconds(source.seconds)}: fal extends ${shortest}–${longest} s` };
+  }
+  const price = count * rate.per_second[billed] + source.seconds * rate.per_input_second;
+  return { low: price, high: price, what: `${seconds(count)} more at ${billed}` };
+}
+
+/**
+ *   "$0.42 · 6 s at 720p"   "$0.352 · 5 s at 720p + image"   "$1.26 · 3 prompts × 6 s at 720p"
+ *   "$0.406–0.414 · 8 s at 480p" (references: how many of 'image' is known only at run time)
+ *   "$0.06/s of input · at most $0.48" (an edit of a video of unknown length)
+ *   "$0.32–0.57 · 6 s more" (an extension of a video of unknown length and size)
+ *   "1080p: not with grok-imagine-video"
+ */
+function videoLabel(entry, state) {
+  const quote = videoQuote(entry, state);
+  if (quote.note) return quote.note;
+  if (quote.rate) return quote.tail ? `${quote.rate} · ${quote.tail}` : quote.rate;
+  const runs = Math.max(1, state.runs ?? 1);
+  const price = formatUsdRange(round6(quote.low * runs), round6(quote.high * runs));
+  return `${price} · ${runs > 1 ? `${plural(runs, "prompt")} × ` : ""}${quote.what}`;
 }
 
 export const PROMPT_LIST_NODE = "FalGrokImaginePromptList";
@@ -142,15 +283,17 @@ function inputConnected(node, index) {
 
 /**
  * What of a litegraph node the price depends on: its widget values, which inputs are linked, whether
- * num_images comes from a link, and how often it runs when its prompt is a Grok Imagine Prompt List.
+ * num_images (a video's duration) comes from a link, how often it runs when its prompt is a Grok Imagine Prompt
+ * List, and for a video node's input video what a Grok video node feeding it will make (`videoSource`; `entryFor`
+ * gives the pricing entry of a node type).
  */
-export function nodePriceState(node, entry) {
-  const values = {};
-  for (const widget of node.widgets ?? []) values[widget.name] = widget.value;
+export function nodePriceState(node, entry, entryFor) {
+  const values = widgetValues(node);
   const countInput = entry?.count_input ?? "num_images";
   const state = { values, connected: [], countLinked: false, runs: 1 };
-  const range = node.widgets?.find((w) => w.name === countInput)?.options;
-  if (typeof range?.min === "number" && typeof range?.max === "number") state.countRange = [range.min, range.max];
+  const range = widgetRange(node, countInput);
+  if (range) state.countRange = range;
+  if (entry?.video_input) state.source = videoSource(originOf(node, entry.video_input), entryFor);
   (node.inputs ?? []).forEach((input, index) => {
     if (!input || !inputConnected(node, index)) return;
     const name = input.widget?.name ?? input.name;
@@ -259,17 +402,18 @@ export const PRICE_BADGE_MARK = "grokImaginePrice";
 
 /**
  * Put the price badge on a node: into `node.badges` where the frontend has it (both renderers of
- * 1.5x, and 1.27's canvas), else nothing (the caller draws `badge` itself). Never twice.
+ * 1.5x, and 1.27's canvas), else nothing (the caller draws `badge` itself). Never twice. `entryFor(type)`:
+ * the pricing entry of another node type (a video node's price follows the Grok video node feeding it).
  * Returns `{badge, usesBadges, refresh}`; `refresh()` recomputes the label and answers whether it changed.
  */
-export function attachPriceBadge(node, getEntry, store) {
+export function attachPriceBadge(node, getEntry, store, entryFor) {
   const existing = node.badges?.find?.((b) => typeof b === "function" && b[PRICE_BADGE_MARK]);
   if (existing) return existing[PRICE_BADGE_MARK];
   const badge = reactiveOf(new PriceBadge(), store);
   const usesBadges = Array.isArray(node.badges);
   const refresh = () => {
     const entry = getEntry();
-    const label = entry ? priceLabel(entry, nodePriceState(node, entry)) ?? "" : "";
+    const label = entry ? priceLabel(entry, nodePriceState(node, entry, entryFor)) ?? "" : "";
     if (badge.text === label) return false;
     badge.text = label;
     return true;

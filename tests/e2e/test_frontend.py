@@ -12,6 +12,8 @@ Checked in the browser, as a user would see it:
 - the fal key panel saves and removes a key through the server's write guard;
 - the spend panel shows the fal balance and when it was read, asks again after a run, and sets a balance floor;
 - every node's help page is served where the frontend looks for it;
+- a video example: the badge of Extend follows the duration of the Grok video node feeding it (changed through
+  the UI), and after a run each Grok video node plays its video on the node;
 - a crafted workflow (num_images 1e300, a Prompt List of 10,000 prompts) loads, its badge reads the price of
   the widget's largest value (or of every prompt), and the tab goes on drawing frames.
 
@@ -98,6 +100,14 @@ JS_WATCH_PROGRESS_TEXT = """() => {
   new MutationObserver(look).observe(document.body, { subtree: true, childList: true, characterData: true });
 }"""
 
+# Every video element on the page: what it plays, whether it is shown and has loaded, and (Nodes 2.0) its node
+JS_VIDEOS = """() => [...document.querySelectorAll('video')].map((v) => {
+  const src = new URL(v.src, location.href).searchParams;
+  return { filename: src.get('filename'), subfolder: src.get('subfolder'), type: src.get('type'),
+           shown: v.offsetWidth > 0 && v.offsetHeight > 0, loaded: v.readyState >= 1, width: v.videoWidth,
+           node: v.closest('[data-node-id]')?.dataset.nodeId ?? null };
+})"""
+
 BALANCE = "document.querySelector('.grok-imagine-balance')"
 JS_RUN = """() => new Promise((resolve) => {
     for (const n of app.graph._nodes) {
@@ -178,6 +188,24 @@ def look_at_crafted(page: Any, workflow: dict[str, Any]) -> dict[str, Any]:
     except PlaywrightTimeout:
         return {"froze": True}
     return {"froze": False, **page.evaluate("() => window.__grokCrafted")}
+
+
+def click_increment(page: Any, renderer: str, node_id: int, widget: str) -> None:
+    """Raise a number widget by one step as a user does: its + button in Nodes 2.0, its right arrow on the canvas."""
+    if renderer == "nodes2":
+        page.locator(f'[data-node-id="{node_id}"] [aria-label="{widget}"] button[aria-label="Increment"]').click()
+    else:
+        x, y = page.evaluate(f"""() => {{
+            const node = app.graph.getNodeById({node_id});
+            app.canvas.ds.scale = 1; app.canvas.centerOnNode(node); app.canvas.draw(true, true);
+            const w = node.widgets.find((w) => w.name === '{widget}');
+            const {{ offset, scale }} = app.canvas.ds;  // graph to screen, as the canvas draws it
+            const rect = app.canvas.canvas.getBoundingClientRect();
+            return [rect.left + (node.pos[0] + node.size[0] - 22 + offset[0]) * scale,
+                    rect.top + (node.pos[1] + w.y + 10 + offset[1]) * scale];
+        }}""")
+        page.mouse.click(x, y)
+    page.wait_for_timeout(400)
 
 
 def drive(url: str, renderer: str, workflows: list[str]) -> dict[str, Any]:
@@ -331,8 +359,28 @@ def drive(url: str, renderer: str, workflows: list[str]) -> dict[str, Any]:
         page.wait_for_function("() => document.querySelector('.grok-imagine-balance-floor').textContent"
                                ".startsWith('No balance floor')", timeout=10000)
         results["balance"] = balance
-        # 7. a crafted workflow loads and the tab goes on (last: a frozen tab would spoil what follows)
         page.keyboard.press("Escape")  # the settings dialog
+        # 8. videos: the badge of an Extend follows the duration of the Grok video feeding it, changed through the
+        # UI; after a run each Grok video node plays its video, as Save Video's preview does
+        videos = [w for w in workflows if w.endswith("grok_imagine_text_to_video_then_extend.json")]
+        if videos:
+            load(videos[0])
+            ids = page.evaluate("""() => Object.fromEntries(app.graph._nodes.map((n) => [n.type, n.id]))""")
+            made, extend = ids["FalGrokImagineVideo"], ids["FalGrokImagineVideoExtend"]
+            extend_label = f"() => app.graph.getNodeById({extend}).grokImaginePrice.badge.text"
+            seen = {"before": page.evaluate(extend_label)}
+            click_increment(page, renderer, made, "duration")
+            seen["after"] = page.evaluate(extend_label)
+            seen["duration"] = page.evaluate(f"() => app.graph.getNodeById({made}).widgets"
+                                             ".find((w) => w.name === 'duration').value")
+            if renderer == "nodes2":
+                seen["dom"] = page.locator(f'[data-node-id="{extend}"]').inner_text()
+            page.evaluate(JS_RUN)
+            page.wait_for_timeout(1500)
+            seen["players"] = page.evaluate(JS_VIDEOS)
+            results["videos"] = seen
+
+        # 7. a crafted workflow loads and the tab goes on (last: a frozen tab would spoil what follows)
         results["crafted"] = {}
         for name, workflow in crafted_workflows(workflows).items():
             results["crafted"][name] = seen = look_at_crafted(page, workflow)
@@ -368,7 +416,8 @@ NEW_FRONTEND = Path(os.environ.get("GROK_IMAGINE_NEW_FRONTEND") or Path(
                     / "static")
 FRONTENDS = {"1.27.10": (None, ["classic"]), "1.58.1": (NEW_FRONTEND, ["classic", "nodes2"])}
 NODES = ["FalGrokImagineImage", "FalGrokImagineEdit", "FalGrokImagineResult", "FalGrokImagine2Image",
-         "FalGrokImagine2Edit", "FalGrokImaginePromptList"]
+         "FalGrokImagine2Edit", "FalGrokImaginePromptList", "FalGrokImagineVideo", "FalGrokImagineReferenceVideo",
+         "FalGrokImagineVideoEdit", "FalGrokImagineVideoExtend", "FalGrokImagineVideoResult"]
 
 
 def browser_ready(python: Path) -> str | None:
@@ -484,6 +533,31 @@ def test_the_badge_of_a_node_fed_by_a_prompt_list_follows_the_list(frontend: dic
         assert (change["before"], change["after"]) == ("$0.08 · 4 prompts × 1 image", "$0.10 · 5 prompts × 1 image")
         if seen["vue_nodes"]:
             assert "$0.10 · 5 prompts × 1 image" in change["dom"]
+
+
+def test_the_badge_of_an_extend_follows_the_grok_video_feeding_it(frontend: dict[str, Any]) -> None:
+    for seen in renderers(frontend):
+        if "videos" not in seen:
+            pytest.skip("no example workflow grok_imagine_text_to_video_then_extend.json")
+        videos = seen["videos"]
+        assert videos["duration"] == 7, videos  # the input grew from 6 s to 7 s: 6 s more at 720p, 7 s of input
+        assert (videos["before"], videos["after"]) == ("$0.48 · 6 s more at 720p", "$0.49 · 6 s more at 720p")
+        if seen["vue_nodes"]:
+            assert "$0.49 · 6 s more at 720p" in videos["dom"]
+
+
+def test_each_grok_video_node_plays_its_video_after_a_run(frontend: dict[str, Any]) -> None:
+    for seen in renderers(frontend):
+        if "videos" not in seen:
+            pytest.skip("no example workflow grok_imagine_text_to_video_then_extend.json")
+        players = [p for p in seen["videos"]["players"] if p["subfolder"] == "grok_imagine"]
+        print(f"{frontend['version']} {seen['renderer']}: video players {seen['videos']['players']}")
+        assert len(players) == 2, seen["videos"]["players"]  # the Video node's and the Extend node's
+        for player in players:
+            assert player["type"] == "temp" and player["filename"].endswith(".mp4"), player
+            assert player["shown"] and player["loaded"] and player["width"] == 1280, player
+        if seen["vue_nodes"]:  # each inside its own node's element
+            assert sorted(p["node"] for p in players) == ["1", "2"], players
 
 
 def test_the_prompt_box_keeps_its_height_after_a_run(frontend: dict[str, Any]) -> None:

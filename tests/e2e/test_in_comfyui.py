@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 from comfy_host import PACK_ROOT, ComfyServer
 from comfy_like import TEST_KEY
@@ -26,6 +27,8 @@ from workflow_ui import load_workflow, to_api_prompt
 EXAMPLES = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
 RUN_TIME_S = 2.0
 FAL = {"run_time": RUN_TIME_S}  # the fake fal of this module (tests/e2e/conftest.py)
+VIDEO_NODES = {"FalGrokImagineVideo", "FalGrokImagineReferenceVideo", "FalGrokImagineVideoEdit",
+               "FalGrokImagineVideoExtend"}
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +66,14 @@ def bust_cache(prompt: dict[str, Any]) -> dict[str, Any]:
     return prompt
 
 
+def saved_metadata(path: Path) -> str:
+    """What Save Image wrote into a PNG's text chunks, or Save Video into an MP4's metadata, as text."""
+    if path.suffix == ".mp4":
+        with av.open(str(path)) as container:
+            return json.dumps(dict(container.metadata))
+    return json.dumps(Image.open(path).info, default=str)
+
+
 def saved_images(comfy: ComfyServer, entry: dict[str, Any]) -> list[Path]:
     files = []
     for output in entry["outputs"].values():
@@ -95,8 +106,8 @@ def test_every_example_workflow_runs_and_saves_its_images(
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[-2000:]
     files = saved_images(comfy, entry)
     assert files and all(f.is_file() and f.stat().st_size > 0 for f in files)
-    for saved in files:  # Save Image embeds the prompt and workflow in the PNG: never the key
-        metadata = json.dumps(Image.open(saved).info, default=str)
+    for saved in files:  # Save Image (Save Video) embeds the prompt and workflow in the PNG (MP4): never the key
+        metadata = saved_metadata(saved)
         assert "FalGrokImagine" in metadata and TEST_KEY.split(":")[1] not in metadata
     grok_nodes = [node_id for node_id, node in prompt.items() if is_generating(node)]
     assert len(fal.submits) == sum(expected_submits(prompt, node_id) for node_id in grok_nodes)
@@ -105,10 +116,13 @@ def test_every_example_workflow_runs_and_saves_its_images(
             listed = [line.strip() for line in node["inputs"]["prompts"].splitlines() if line.strip()]
             sent = [s.json["prompt"] for s in fal.submits]
             assert sorted(p for p in sent if p in listed) == sorted(listed)
-    for node_id in grok_nodes:  # previews and the revised prompt are shown on the node itself
+    for node_id in grok_nodes:  # previews and the revised prompt (or the video) are shown on the node itself
         ui = entry["outputs"][node_id]
         assert ui["images"] and ui["images"][0]["type"] == "temp"
-        assert ui["text"][0].startswith("Revised:")
+        if prompt[node_id]["class_type"] in VIDEO_NODES:
+            assert ui["animated"] == [True] and ui["images"][0]["filename"].endswith(".mp4")
+        else:
+            assert ui["text"][0].startswith("Revised:")
 
 
 def grok_prompt(count: int) -> dict[str, Any]:
@@ -192,7 +206,7 @@ def test_the_key_status_and_price_routes_answer_inside_comfyui_without_the_key(c
         assert TEST_KEY[:-4] not in json.dumps(status)
         pricing = comfy.get(f"{prefix}/grok_imagine/pricing")
         assert set(pricing["nodes"]) == {"FalGrokImagineImage", "FalGrokImagineEdit", "FalGrokImagine2Image",
-                                         "FalGrokImagine2Edit"}
+                                         "FalGrokImagine2Edit", *VIDEO_NODES}
 
 
 def test_the_result_node_reloads_a_request_by_id_inside_comfyui(comfy: ComfyServer, fal: FakeFal) -> None:

@@ -67,7 +67,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .billing import EXHAUSTED_BALANCE_MESSAGE, billed_price
 from .images import ENDPOINTS, bomb_png, corrupt_bytes, render_image, validate_arguments
 from .jobs import COMPLETED, CONTENT_POLICY_TYPES, Job
-from .video import VIDEO_ENDPOINTS, check_input_video, validate_video_arguments
+from .video import VIDEO_ENDPOINTS, billed_video_price, check_input_video, validate_video_arguments
 
 if TYPE_CHECKING:
     from .server import FakeFal
@@ -364,9 +364,10 @@ class _Handler(BaseHTTPRequestHandler):
             args, errors = validate_arguments(endpoint, self.rec.json)
         if errors:
             return self._send_json(422, {"detail": errors})
-        if endpoint not in VIDEO_ENDPOINTS and not fake._pay(billed_price(endpoint, args)):
+        video = endpoint in VIDEO_ENDPOINTS
+        if not fake._pay(billed_video_price(endpoint, args, shape) if video else billed_price(endpoint, args)):
             return self._send_json(403, {"detail": EXHAUSTED_BALANCE_MESSAGE})
-        if endpoint in VIDEO_ENDPOINTS:
+        if video:
             job = fake._create_video_job(endpoint, args, shape, self.rec)
         else:
             job = fake._create_job(endpoint, args, self.rec)

@@ -347,6 +347,35 @@ def planned_video(endpoint: str, args: dict[str, Any], input_shape: tuple[int, i
     return VideoSpec(width, height, max(1, round(seconds * FPS)) / FPS)
 
 
+# USD per second of output by resolution, per input image, per second of input video (xAI's and fal's rates, 2026-12)
+VIDEO_BILLING: dict[str, tuple[dict[str, float], float, float]] = {
+    **{endpoint: ({"480p": 0.05, "720p": 0.07}, 0.002, 0.0)
+       for endpoint in (TEXT_TO_VIDEO, IMAGE_TO_VIDEO, REFERENCE_TO_VIDEO)},
+    **{endpoint: ({"480p": 0.08, "720p": 0.14, "1080p": 0.25}, 0.01, 0.0)
+       for endpoint in (V15_TEXT_TO_VIDEO, V15_IMAGE_TO_VIDEO)},
+    **{endpoint: ({"480p": 0.05, "720p": 0.07}, 0.0, 0.01) for endpoint in (EDIT_VIDEO, EXTEND_VIDEO)},
+}
+
+
+def billed_video_price(endpoint: str, args: dict[str, Any], input_shape: tuple[int, int, float] | None) -> float:
+    """What the fake bills for an accepted video submit: each second of output at its resolution, each input image,
+    each second of input video. An edit bills the seconds it uses (at most 8) as input and output, at 480p for
+    `auto`; an extension bills its own seconds at the input's resolution (480p for an input at most 480 pixels on
+    its shorter side). An unreadable input counts as `DEFAULT_INPUT_SECONDS` of 720p."""
+    per_second, per_image, per_input_second = VIDEO_BILLING[endpoint]
+    images = len(args.get("reference_image_urls") or ([args["image_url"]] if args.get("image_url") else []))
+    seconds_in = input_shape[2] if input_shape else DEFAULT_INPUT_SECONDS
+    if endpoint == EDIT_VIDEO:
+        resolution = "480p" if args["resolution"] == "auto" else args["resolution"]
+        output = seconds_in = min(seconds_in, EDIT_MAX_SECONDS)
+    elif endpoint == EXTEND_VIDEO:
+        small = input_shape is not None and min(input_shape[:2]) <= SHORT_SIDE["480p"]
+        resolution, output = "480p" if small else "720p", args["duration"]
+    else:
+        resolution, output, seconds_in = args["resolution"], args["duration"], 0.0
+    return round(output * per_second[resolution] + images * per_image + seconds_in * per_input_second, 6)
+
+
 def data_uri_bytes(url: str) -> bytes | None:
     """The payload of a base64 data URI, None for anything else."""
     if not url.startswith("data:"):
