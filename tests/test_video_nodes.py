@@ -18,7 +18,7 @@ from comfy_like import pack_module, run_node, run_node_over_list, run_node_raw
 from fake_comfy import FakeHost, InterruptProcessingException, fake_comfy
 from fake_comfy_video import VideoComponents, VideoFromComponents, VideoFromFile
 from fake_fal import FakeFal
-from fake_fal_video import LAST_RGB, write_mp4
+from fake_fal.video import LAST_RGB, write_mp4
 
 video = pack_module("nodes.video")
 api = pack_module("nodes.video_api")

@@ -20,7 +20,7 @@ import pytest
 from comfy_host import ComfyServer, comfy_paths, pack_env, start_comfy
 from comfy_like import TEST_KEY
 from fake_fal import FakeFal
-from fake_fal_video import write_mp4
+from fake_fal.video import write_mp4
 
 PATHS = comfy_paths()
 pytestmark = pytest.mark.skipif(

@@ -2,12 +2,13 @@
 
 ``GET /billing/user_balance`` (Key auth) answers the account's balance in US dollars as a bare JSON number
 (``12.5``): `FakeFal.balance_usd` (``FakeFal(balance_usd=...)``, 100.0 unless given; tests may set it at any
-time). With `FakeFal.charge_balance` (``FakeFal(charge_balance=True)``, off by default) the balance pays:
-every accepted submit takes its price (`billed_price`: xAI's rates per image at the requested resolution,
-and per reference image; a video's `video.billed_video_price`, per second) off it (`charge`), and a submit that arrives while the balance is 0 or
-less is refused with fal's 403 ``{"detail": EXHAUSTED_BALANCE_MESSAGE}`` ("User is locked. Reason: Exhausted
-balance. ...") and creates no job. Like fal, the last request accepted may take the balance below zero.
-The faults ``balance_status``, ``balance_body`` and ``balance_delay`` act on the balance read.
+time). With `FakeFal.charge_balance` (``FakeFal(charge_balance=True)``, off by default) the balance pays: every
+accepted submit takes its price (`billed_price`: xAI's rates per image at the requested resolution, and per
+reference image; a video's `video.billed_video_price`, per second) off it (`charge`), and a submit that arrives
+while the balance is 0 or less is refused with fal's 403 ``{"detail": EXHAUSTED_BALANCE_MESSAGE}`` ("User is
+locked. Reason: Exhausted balance. ...") and creates no job. Like fal, the last request accepted may take the
+balance below zero. The faults ``balance_status``, ``balance_body`` and ``balance_delay`` act on the balance
+read.
 """
 
 from __future__ import annotations
