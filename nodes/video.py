@@ -30,7 +30,7 @@ import torch
 from ..fal_transport import config, storage
 from ..fal_transport.aio import until_cancelled
 from ..fal_transport.credentials import resolve_credentials
-from ..fal_transport.errors import InvalidInputError
+from ..fal_transport.errors import InvalidInputError, RequestNotFoundError
 from ..fal_transport.lifecycle import FalRequest, cancelled_before_sending
 from ..media.video import (
     VideoFetchError,
@@ -483,7 +483,11 @@ async def recover_video(request_id: str, node_progress: NodeProgress) -> Clip:
     session = Session.open()
     progress = node_progress.request()
     request = session.earlier(api.APP, request_id, progress)
-    data = await request.result()
+    try:
+        data = await request.result()
+    except RequestNotFoundError as exc:  # fal keeps images under another app: their ids are not found here
+        raise RequestNotFoundError(f"{exc.reason} The id of an image request is loaded by the Grok Imagine Result "
+                                   "node.", request_id=exc.request_id) from exc
     clip = await until_cancelled(collect_video(request, data, progress), host.interrupted, stopped_by_user(request))
     request.settle(used=True)
     return clip
