@@ -9,7 +9,8 @@ prints its figures and asserts nothing.
 
 Rows: 1 overhead beyond generation; 2 per-prompt cost vs a minimal client; 3 decoding vs plain
 Pillow; 4 batch pre-allocation on vs off; 5 concurrency; 6 peak memory; 7 a batch of 240 prompts; 8 what
-1,000 prompts waiting in fal's queue cost; 9 Cancel of a list of 1,000 prompts.
+1,000 prompts waiting in fal's queue cost; 9 Cancel of a list of 1,000 prompts; v the video node (its overhead
+past fal's job vs a minimal client, its peak memory vs the file).
 
     python bench/run.py --quick                                            # about a minute
     python bench/run.py --json bench/results.json --plot docs/bench.png    # a few minutes
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen-latency", type=float, help="the fake's generation time, s (default 1.0, quick 0.2)")
     parser.add_argument("--cdn-latency", type=float, default=0.02, help="delay before each image file, s (0.02)")
     parser.add_argument("--repeats", type=int, help="samples per figure (default 7, quick 3)")
-    parser.add_argument("--rows", default="123456789", help="the rows to run, e.g. 27 (default: all)")
+    parser.add_argument("--rows", default="123456789v", help="the rows to run, e.g. 27v (default: all)")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, help="draw measured / target of every figure with a target to this PNG")
     parser.add_argument("--_memprobe", dest="memprobe", help=argparse.SUPPRESS)
@@ -74,10 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     import cancel_row
     import image_rows
     import node_rows
+    import video_row
     import wait_row
 
     if args.memprobe:
-        print(json.dumps(image_rows.memprobe(args.memprobe)))
+        probe = video_row.memprobe if args.memprobe.startswith("video:") else image_rows.memprobe
+        print(json.dumps(probe(args.memprobe)))
         return 0
     q = args.quick
     s = Settings(q, args.gen_latency or (0.2 if q else 1.0), args.cdn_latency, args.repeats or (3 if q else 7),
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         step("7", "batch", lambda: batch_row.measure_batch(root, s, report))
         step("8", "waiting", lambda: wait_row.measure_waiting(root, s, report))
         step("9", "cancel", lambda: cancel_row.measure_cancel(root, s, report))
+        step("v", "video", lambda: video_row.measure_video(root, s, report))
 
     m["load at end"] = os.getloadavg()
     elapsed = time.monotonic() - began

@@ -196,52 +196,74 @@ async def download_video(url: str, folder: Path, *, stem: str, timeout_s: float,
 # --------------------------------------------------------------------------------------------
 
 
+def _info(container: Any) -> VideoInfo:
+    import av
+
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    else:
+        duration = float(container.duration or 0) / av.time_base
+    frames = stream.frames or round(duration * fps)
+    return VideoInfo(stream.width, stream.height, fps, duration, frames, stream.codec_context.name,
+                     container.format.name)
+
+
 def probe_video(path: Path | str) -> VideoInfo | None:
     """What the video file at `path` holds, or None when it is not a video PyAV can read."""
     import av
 
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            if stream.duration is not None and stream.time_base is not None:
-                duration = float(stream.duration * stream.time_base)
-            else:
-                duration = float(container.duration or 0) / av.time_base
-            frames = stream.frames or round(duration * fps)
-            return VideoInfo(stream.width, stream.height, fps, duration, frames, stream.codec_context.name,
-                             container.format.name)
+            return _info(container)
     except (av.FFmpegError, IndexError, ValueError, OSError):
         return None
 
 
-def last_frame(path: Path | str) -> torch.Tensor:
-    """The video's last frame as a one-image IMAGE batch [1, H, W, 3] (float32, 0..1), decoded from the key frame
-    before its last second (the whole video only when it cannot seek). ValueError when it has no frame."""
+def _last_frame(container: Any, path: Path | str) -> torch.Tensor:
     import av
 
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        last = None
-        start = stream.start_time or 0
-        if stream.duration and stream.time_base:
-            target = start + stream.duration - int(SEEK_BACK_S / stream.time_base)
-            if target > start:
-                try:
-                    container.seek(target, stream=stream)
-                    for frame in container.decode(stream):
-                        last = frame
-                except av.FFmpegError:
-                    last = None
-        if last is None:
-            container.seek(0)
-            for frame in container.decode(stream):
-                last = frame
-        if last is None:
-            raise ValueError(f"{path} holds no video frame")
-        pixels = last.to_ndarray(format="rgb24")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    last = None
+    start = stream.start_time or 0
+    if stream.duration and stream.time_base:
+        target = start + stream.duration - int(SEEK_BACK_S / stream.time_base)
+        if target > start:
+            try:
+                container.seek(target, stream=stream)
+                for frame in container.decode(stream):
+                    last = frame
+            except av.FFmpegError:
+                last = None
+    if last is None:
+        container.seek(0)
+        for frame in container.decode(stream):
+            last = frame
+    if last is None:
+        raise ValueError(f"{path} holds no video frame")
+    pixels = last.to_ndarray(format="rgb24")
     return torch.from_numpy(pixels).to(torch.float32).div_(255.0).unsqueeze(0)
+
+
+def read_video(path: Path | str) -> tuple[VideoInfo, torch.Tensor] | None:
+    """What the video file at `path` holds and its last frame as a one-image IMAGE batch [1, H, W, 3] (float32,
+    0..1), the file opened once; None when it is not a video PyAV can read, ValueError when it has no frame. The
+    last frame is decoded from the key frame before the video's last second (the whole video only when it cannot
+    seek)."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError):
+        return None
+    with container:
+        try:
+            info = _info(container)
+        except (av.FFmpegError, IndexError, ValueError):
+            return None
+        return info, _last_frame(container, path)
 
 
 # --------------------------------------------------------------------------------------------

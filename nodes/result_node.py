@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from ..fal_transport.aio import until_cancelled
-from ..fal_transport.errors import InvalidInputError
+from ..fal_transport.errors import InvalidInputError, RequestNotFoundError
 from ..media.output_batch import OutputBatch
 from . import grok_api as api
 from . import host, widgets
@@ -37,7 +37,11 @@ async def recover(endpoint: str, request_id: str, node_progress: NodeProgress) -
     session = Session.open()
     progress = node_progress.request()
     request = session.earlier(endpoint, request_id, progress)
-    data = await request.result()
+    try:
+        data = await request.result()
+    except RequestNotFoundError as exc:  # fal keeps videos under another app: their ids are not found here
+        raise RequestNotFoundError(f"{exc.reason} The id of a video request is loaded by the Grok Imagine Video "
+                                   "Result node.", request_id=exc.request_id) from exc
     grok = api.read_result(data, request.request_id)
     out = OutputBatch(len(grok.image_urls), key=None, expected=grok.stated_size)
     try:

@@ -30,16 +30,16 @@ import torch
 from ..fal_transport import config, storage
 from ..fal_transport.aio import until_cancelled
 from ..fal_transport.credentials import resolve_credentials
-from ..fal_transport.errors import InvalidInputError
+from ..fal_transport.errors import InvalidInputError, RequestNotFoundError
 from ..fal_transport.lifecycle import FalRequest, cancelled_before_sending
 from ..media.video import (
     VideoFetchError,
+    VideoInfo,
     as_comfy_video,
     download_video,
     fal_url_of,
-    last_frame,
     mp4_for_upload,
-    probe_video,
+    read_video,
     video_seconds,
 )
 from . import host, widgets
@@ -92,19 +92,24 @@ async def collect_video(request: FalRequest, data: dict[str, Any], progress: Req
         request_id=request.request_id,
         on_progress=lambda received, total: progress.downloading_bytes(received, total or result.file_size))
     try:
-        info = await asyncio.to_thread(probe_video, path)
-        if info is None:
-            raise VideoFetchError("fal's result is not a video this pack can read (PyAV could not open it).",
-                                  request_id=request.request_id)
-        try:
-            frame = await asyncio.to_thread(last_frame, path)
-        except ValueError as exc:
-            raise VideoFetchError("fal's result video holds no frame.", request_id=request.request_id) from exc
+        info, frame = await asyncio.to_thread(_read_video, path, request.request_id)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     progress.finished_video(info.duration, info.width, info.height)
     return Clip(as_comfy_video(path, result.url), result.url, frame, path, request.request_id)
+
+
+def _read_video(path: Path, request_id: str) -> tuple[VideoInfo, torch.Tensor]:
+    """What the downloaded file holds and its last frame (the file opened once)."""
+    try:
+        read = read_video(path)
+    except ValueError as exc:
+        raise VideoFetchError("fal's result video holds no frame.", request_id=request_id) from exc
+    if read is None:
+        raise VideoFetchError("fal's result is not a video this pack can read (PyAV could not open it).",
+                              request_id=request_id)
+    return read
 
 
 async def _collect(session: Session, request: FalRequest, member: BatchMember, progress: RequestProgress) -> Clip:
@@ -478,7 +483,11 @@ async def recover_video(request_id: str, node_progress: NodeProgress) -> Clip:
     session = Session.open()
     progress = node_progress.request()
     request = session.earlier(api.APP, request_id, progress)
-    data = await request.result()
+    try:
+        data = await request.result()
+    except RequestNotFoundError as exc:  # fal keeps images under another app: their ids are not found here
+        raise RequestNotFoundError(f"{exc.reason} The id of an image request is loaded by the Grok Imagine Result "
+                                   "node.", request_id=exc.request_id) from exc
     clip = await until_cancelled(collect_video(request, data, progress), host.interrupted, stopped_by_user(request))
     request.settle(used=True)
     return clip

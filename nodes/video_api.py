@@ -42,12 +42,7 @@ V15_IMAGE_TO_VIDEO_ENDPOINT = f"{APP}/v1.5/image-to-video"
 REFERENCE_TO_VIDEO_ENDPOINT = f"{APP}/reference-to-video"
 EDIT_VIDEO_ENDPOINT = f"{APP}/edit-video"
 EXTEND_VIDEO_ENDPOINT = f"{APP}/extend-video"
-# Every video endpoint, in a fixed order (new ones only at the end). They share one queue path (owner/app), so a
-# request of any of them is found through any other.
-ENDPOINTS: tuple[str, ...] = (
-    TEXT_TO_VIDEO_ENDPOINT, IMAGE_TO_VIDEO_ENDPOINT, V15_TEXT_TO_VIDEO_ENDPOINT, V15_IMAGE_TO_VIDEO_ENDPOINT,
-    REFERENCE_TO_VIDEO_ENDPOINT, EDIT_VIDEO_ENDPOINT, EXTEND_VIDEO_ENDPOINT,
-)
+# The endpoints share one queue path (APP): a request of any of them is found through APP (the Video Result node).
 
 MODELS: tuple[str, ...] = ("grok-imagine-video", "grok-imagine-video-1.5")
 DEFAULT_MODEL = "grok-imagine-video"

@@ -162,11 +162,13 @@ async def test_probe_reads_what_fal_says_of_its_video(fake_fal: FakeFal, tmp_pat
     assert (info.width, info.height, info.fps, info.duration, info.frames) == \
         (video["width"], video["height"], video["fps"], video["duration"], video["num_frames"])
     assert info.codec == "h264" and "mp4" in info.container.split(",")
+    assert video_io.read_video(path)[0] == info, "read with its last frame, the same"
 
 
 def test_probe_answers_none_for_a_file_that_is_not_a_video(tmp_path: Path) -> None:
     (tmp_path / "page.mp4").write_bytes(b"<html>Not Found</html>")
     assert video_io.probe_video(tmp_path / "page.mp4") is None
+    assert video_io.read_video(tmp_path / "page.mp4") is None
 
 
 @pytest.mark.parametrize(("seconds", "gop", "audio"), [(6.0, 48, True), (6.0, 1000, False), (1 / 24, 48, True)],
@@ -174,7 +176,7 @@ def test_probe_answers_none_for_a_file_that_is_not_a_video(tmp_path: Path) -> No
 def test_the_last_frame_is_one_image_of_the_final_frame(tmp_path: Path, seconds: float, gop: int, audio: bool) -> None:
     path = tmp_path / "v.mp4"
     write_mp4(str(path), 320, 180, seconds, gop=gop, audio=audio)
-    image = video_io.last_frame(path)
+    image = video_io.read_video(path)[1]
     assert image.shape == (1, 180, 320, 3) and image.dtype == torch.float32
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
     assert close_to(colour_of(image), LAST_RGB)
@@ -191,7 +193,7 @@ def test_the_last_frame_of_a_video_that_cannot_seek_is_read_from_the_start(tmp_p
             frame.pts = index
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    assert close_to(colour_of(video_io.last_frame(path)), LAST_RGB)
+    assert close_to(colour_of(video_io.read_video(path)[1]), LAST_RGB)
 
 
 # --------------------------------------------------------------------------------------------

@@ -269,6 +269,18 @@ async def test_the_video_result_node_loads_a_video_by_its_id_without_paying(fake
     assert returned["result"][1] == url and returned["ui"]["animated"] == (True,)
 
 
+async def test_each_result_node_points_to_the_other_for_an_id_of_the_other_family(
+    fake_fal: FakeFal, host: FakeHost
+) -> None:
+    await run_node(Video, prompt="a kite", duration=1)
+    await run_node(pack_module("nodes.text_to_image").FalGrokImagineImage, prompt="a kite")
+    video_id, image_id = (s.request_id for s in fake_fal.submits)
+    with pytest.raises(errors.RequestNotFoundError, match="loaded by the Grok Imagine Video Result node"):
+        await run_node(pack_module("nodes.result_node").FalGrokImagineResult, request_id=video_id)
+    with pytest.raises(errors.RequestNotFoundError, match="loaded by the Grok Imagine Result node"):
+        await run_node(VideoResult, request_id=image_id)
+
+
 async def test_the_ledger_records_what_fal_charged(fake_fal: FakeFal, host: FakeHost, tmp_path: Path) -> None:
     fake_fal.charge_balance = True
     before = fake_fal.balance_usd

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 from comfy_like import pack_module
-from fake_fal.video import billed_video_price, validate_video_arguments
+from fake_fal.video import VIDEO_ENDPOINTS, billed_video_price, validate_video_arguments
 
 api = pack_module("nodes.video_api")
 video = pack_module("nodes.video")
@@ -340,4 +340,4 @@ def test_the_fake_bills_what_the_request_prices() -> None:
 def test_every_endpoint_has_a_rate_for_every_resolution_it_takes() -> None:
     for endpoint, resolutions in api.ENDPOINT_RESOLUTIONS.items():
         assert set(resolutions) <= set(api.VIDEO_RATES[endpoint].per_second), endpoint
-    assert set(api.VIDEO_RATES) == set(api.ENDPOINTS)
+    assert set(api.VIDEO_RATES) == set(VIDEO_ENDPOINTS), "a rate for every endpoint fal serves"

@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent('''
     out["frames"] = list(components.images.shape)
     out["fps"] = float(components.frame_rate)
     out["audio"] = components.audio is not None
-    last = video_io.last_frame(source)
+    last = video_io.read_video(source)[1]
     out["last_frame_matches"] = bool(torch.allclose(last[0], components.images[-1], atol=1.5 / 255))
     out["last_frame_shape"] = list(last.shape)
 
