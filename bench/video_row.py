@@ -62,7 +62,7 @@ def realistic_mp4(path: Path) -> None:
 def serve_realistic_video(path: Path) -> int:
     """Make the fake serve the realistic MP4 at `path` (made first if missing) for every 15 s 720p result; its size
     in bytes."""
-    import fake_fal_video
+    from fake_fal import video as fake_fal_video
 
     if not path.exists():
         realistic_mp4(path)
