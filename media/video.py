@@ -40,8 +40,9 @@ from ..fal_transport.http import (
     MAX_REDIRECTS,
     RETRY_STATUS_IDEMPOTENT,
     LoopClient,
+    Tries,
     lease,
-    retry_after_seconds,
+    retry,
 )
 from ..fal_transport.storage import MAX_UPLOAD_BYTES
 from .download import local_base, refuse_non_public
@@ -150,43 +151,41 @@ async def download_video(url: str, folder: Path, *, stem: str, timeout_s: float,
     target = folder / f"{stem}_{token}.mp4"
     part = folder / f"{stem}_{token}.mp4.part"
     deadline = Deadline(timeout_s)
-    attempt, problem = 0, ""
+
+    def again(outcome: bool | httpx.Response | None, failure: BaseException | None) -> bool:
+        if isinstance(outcome, httpx.Response):
+            return outcome.status_code in RETRY_STATUS_IDEMPOTENT
+        return failure is not None and not isinstance(failure, asyncio.TimeoutError)
+
     try:
-        async with lease() as loop_client:
-            local = await within(deadline.remaining(), local_base())
-            while True:
-                attempt += 1
-                try:
-                    outcome = await within(deadline.remaining(), _download_once(
-                        loop_client, url, part, max_bytes, on_progress, request_id, local))
-                except (httpx.TransportError, httpx.TimeoutException) as exc:
-                    outcome, problem = False, _problem(exc)
-                if outcome is True:
-                    os.replace(part, target)
-                    return target
-                retry_after = None
-                if isinstance(outcome, httpx.Response):
-                    problem = f"HTTP {outcome.status_code}"
-                    if outcome.status_code not in RETRY_STATUS_IDEMPOTENT:
-                        raise VideoFetchError(
-                            f"The result video could not be downloaded from {host} ({problem}). fal may have "
-                            "expired it.", request_id=request_id)
-                    retry_after = retry_after_seconds(outcome)
-                if attempt >= DEFAULT_RETRY.max_attempts:
-                    raise VideoFetchError(
-                        f"The result video could not be downloaded from {host} after {attempt} attempts "
-                        f"({problem}). Load it again later by its request id.", request_id=request_id)
-                delay = DEFAULT_RETRY.delay(attempt, retry_after)
-                if delay >= deadline.remaining():
-                    raise asyncio.TimeoutError
-                log.debug("retrying the video download after %s (attempt %d)", problem, attempt)
-                await asyncio.sleep(delay)
-    except asyncio.TimeoutError as exc:
+        try:
+            async with lease() as loop_client:
+                local = await within(deadline.remaining(), local_base())
+                tries = await retry(
+                    lambda: _download_once(loop_client, url, part, max_bytes, on_progress, request_id, local),
+                    deadline=deadline, policy=DEFAULT_RETRY, again=again, what="downloading the result video")
+        except asyncio.TimeoutError as exc:
+            tries = Tries(None, exc, 0, out_of_time=True)
+        outcome, failure = tries.outcome, tries.failure
+        if outcome is True:
+            os.replace(part, target)
+            return target
+        problem = _problem(failure) if failure is not None else ""
+        if isinstance(outcome, httpx.Response):
+            problem = f"HTTP {outcome.status_code}"
+            if outcome.status_code not in RETRY_STATUS_IDEMPOTENT:
+                raise VideoFetchError(
+                    f"The result video could not be downloaded from {host} ({problem}). fal may have expired it.",
+                    request_id=request_id)
+        if tries.out_of_time:
+            raise VideoFetchError(
+                f"Downloading the result video from {host} took longer than {timeout_s:g} s"
+                f"{f' (last problem: {problem})' if problem else ''}. Check your connection, or raise "
+                "GROK_IMAGINE_DOWNLOAD_TIMEOUT.",
+                request_id=request_id) from failure
         raise VideoFetchError(
-            f"Downloading the result video from {host} took longer than {timeout_s:g} s"
-            f"{f' (last problem: {problem})' if problem else ''}. Check your connection, or raise "
-            "GROK_IMAGINE_DOWNLOAD_TIMEOUT.",
-            request_id=request_id) from exc
+            f"The result video could not be downloaded from {host} after {tries.attempts} attempts ({problem}). Load "
+            "it again later by its request id.", request_id=request_id) from failure
     finally:
         part.unlink(missing_ok=True)
 
