@@ -103,6 +103,20 @@ class FalRequest:
     recovering: bool = False  # loaded by its id: never submitted, never cancelled, marked collected when done
     _sending: concurrent.futures.Future[bool] | None = field(default=None, repr=False)
     _journalled: bool = field(default=True, repr=False)  # a request loaded by its id may be unknown to the journal
+    _handed_on: bool = field(default=False, repr=False)
+
+    async def __aenter__(self) -> FalRequest:
+        return self
+
+    async def __aexit__(self, *failure: object) -> None:
+        """A block that fails (or never gets to run the request) leaves it to the next run: its claim is given
+        back, unless the caller took it on (`hand_on`)."""
+        if failure[0] is not None and not self._handed_on:
+            self.release()
+
+    def hand_on(self) -> None:
+        """The caller keeps the request's claim and `settle`s it later."""
+        self._handed_on = True
 
     @classmethod
     def by_id(cls, queue: FalQueue, journal: Journal, limits: config.Limits, events: RequestEvents, endpoint: str,

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..fal_transport.errors import BalanceError, SpendLimitError
 from ..fal_transport.journal import Journal
-from ..fal_transport.lifecycle import settle
+from ..fal_transport.lifecycle import FalRequest, settle
 from ..fal_transport.process_state import current
 from .progress import NodeProgress
 
@@ -184,9 +184,11 @@ class BatchMember:
             return [entry]
         return [{"list_index": index, **batch.provenance[index]} for index in sorted(batch.provenance)]
 
-    def collected(self, request_id: str, journal: Journal) -> None:
-        self.batch.journal = journal
-        self.batch.collected.append(request_id)
+    def collected(self, request: FalRequest) -> None:
+        """The run holds this request's images: the batch takes its claim on, and settles it when it ends."""
+        request.hand_on()
+        self.batch.journal = request.journal
+        self.batch.collected.append(request.request_id)
 
     def leave(self, *, ok: bool) -> None:
         """This run ended (`ok`: it returned its images). When the last run of the batch ends, its

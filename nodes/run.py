@@ -13,6 +13,7 @@ collect the Result node uses to load a request by its id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -103,7 +104,9 @@ async def send(session: Session, member: BatchMember, requests: Sequence[FalRequ
     (balance, daily limit), then `run_each(request, index)` for all at once; when one fails, the others
     are stopped (their requests cancelled at fal) and every claim left is released."""
     reservation: Reservation | None = None
-    async with lease():
+    async with lease(), contextlib.AsyncExitStack() as claims:
+        for request in requests:  # a run that fails gives back the claims it did not hand on to its batch
+            await claims.enter_async_context(request)
         try:
             for request in requests:
                 await request.find_earlier()
@@ -111,11 +114,6 @@ async def send(session: Session, member: BatchMember, requests: Sequence[FalRequ
             for request in requests:
                 request.reservation = reservation
             return await _all_or_none([run_each(request, index) for index, request in enumerate(requests)])
-        except BaseException:
-            for request in requests:  # claims of requests that never got to run (their own runs release theirs)
-                if request.handle is not None and request.request_id not in member.batch.collected:
-                    request.release()
-            raise
         finally:
             if reservation is not None:
                 reservation.release()
@@ -250,15 +248,11 @@ async def generate(image_run: ImageRun, member: BatchMember) -> Generation:
             placeholders = out.placeholders(first_slots[index], part.num_images,
                                             image_run.fixed_size or image_run.expected_size)
             return Part(placeholders, "", [], exc.request_id or "", exc.fal_reason)
-        try:
-            collected = await until_cancelled(
-                collect_images(request, data, out, progress[index], first_slot=first_slots[index],
-                               expected=part.num_images),
-                host.interrupted, stopped_by_user(request))
-        except BaseException:
-            request.release()  # it stays `completed` for the next run with the same inputs
-            raise
-        member.collected(request.request_id, session.journal)
+        collected = await until_cancelled(
+            collect_images(request, data, out, progress[index], first_slot=first_slots[index],
+                           expected=part.num_images),
+            host.interrupted, stopped_by_user(request))
+        member.collected(request)
         return collected
 
     try:

@@ -114,13 +114,9 @@ def _read_video(path: Path, request_id: str) -> tuple[VideoInfo, torch.Tensor]:
 
 async def _collect(session: Session, request: FalRequest, member: BatchMember, progress: RequestProgress) -> Clip:
     data = await request.result()
-    try:
-        clip = await until_cancelled(collect_video(request, data, progress), host.interrupted,
-                                     stopped_by_user(request))
-    except BaseException:
-        request.release()  # it stays `completed` for the next run with the same inputs, or the Video Result node
-        raise
-    member.collected(request.request_id, session.journal)
+    clip = await until_cancelled(collect_video(request, data, progress), host.interrupted,
+                                 stopped_by_user(request))
+    member.collected(request)
     return clip
 
 
