@@ -70,9 +70,12 @@ async def test_one_failing_request_of_a_batch_stops_the_others_at_fal(fake_fal: 
     fake_fal.faults.run_time = 5
     with pytest.raises(errors.FalError):
         await run_node(Node, **INPUTS, num_images=12)
-    assert len(fake_fal.submits) == 1
-    # the accepted one is cancelled at fal, in the background if the node ended first
-    assert await fake_fal.sees(lambda f: f.cancels == [f.submits[0].request_id], 10)
+    # the accepted one is cancelled at fal, in the background if the node ended first (on a busy machine the node
+    # may fail before the third submit leaves: then it is never sent, and nothing is paid)
+    if await fake_fal.sees(lambda f: len(f.requests_of("submit")) == 3, 2):
+        assert await fake_fal.sees(lambda f: len(f.submits) == 1 and f.cancels == [f.submits[0].request_id], 10)
+    else:
+        assert fake_fal.submits == [] and fake_fal.cancels == []
 
 
 async def test_a_request_still_on_its_way_when_another_fails_is_cancelled_at_fal_once_fal_answers(
@@ -83,5 +86,11 @@ async def test_a_request_still_on_its_way_when_another_fails_is_cancelled_at_fal
     fake_fal.faults.run_time = 5
     with pytest.raises(errors.FalError):
         await run_node(Node, **INPUTS, num_images=12)  # the node fails without waiting for that answer
-    assert await asyncio.to_thread(fake_fal.wait_for, lambda f: len(f.cancels) == 1, 10)
-    assert len(fake_fal.submits) == 1 and fake_fal.cancels == [fake_fal.submits[0].request_id]
+    # Either the third submit had left (fal accepts it, its answer 1 s away): it is cancelled at fal once fal
+    # answers; or the node failed before it left (a busy machine): it is never sent, and nothing is paid.
+    third_left = await asyncio.to_thread(fake_fal.wait_for, lambda f: len(f.requests_of("submit")) == 3, 2)
+    if third_left:
+        assert await asyncio.to_thread(fake_fal.wait_for, lambda f: len(f.cancels) == 1, 10)
+        assert len(fake_fal.submits) == 1 and fake_fal.cancels == [fake_fal.submits[0].request_id]
+    else:
+        assert fake_fal.submits == [] and fake_fal.cancels == []
