@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import ipaddress
 import logging
 import socket
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -110,7 +112,7 @@ async def local_base() -> bool:
     return bool(addresses) and any(_not_public(address) for address in addresses)
 
 
-async def refuse_non_public(url: str, request_id: str | None, what: str = "an image",
+async def _refuse_non_public(url: str, request_id: str | None, what: str = "an image",
                             error: type[ResultError] = ImageFetchError) -> None:
     """Refuse (with `error`) a URL of fal's result, `what` it points at, on a non-public address."""
     host, port = _host_port(url)
@@ -126,26 +128,27 @@ async def refuse_non_public(url: str, request_id: str | None, what: str = "an im
             )
 
 
-async def _download(loop_client: LoopClient, url: str, request_id: str | None,
-                    local: bool) -> bytes | httpx.Response:
-    """The body, or the error response to decide on, following redirects with every hop's address checked."""
+@contextlib.asynccontextmanager
+async def final_response(loop_client: LoopClient, url: str, request_id: str | None, *, local: bool,
+                         what: str = "an image", error: type[ResultError] = ImageFetchError
+                         ) -> AsyncIterator[httpx.Response]:
+    """The response at the end of `url`'s redirects, streamed (its body not read yet), following them hop by hop
+    with every hop's address checked (unless fal's queue base URL is itself `local`). For images and videos alike."""
     for _ in range(MAX_REDIRECTS + 1):
         if not local:
-            await refuse_non_public(url, request_id)
-        outcome = await _download_once(loop_client, url, request_id)
-        if not (isinstance(outcome, httpx.Response) and outcome.is_redirect):
-            return outcome
-        url = str(outcome.request.url.join(outcome.headers["location"]))  # httpx refuses schemes but http(s)
-    raise ImageFetchError(
-        f"A result image on {urlsplit(url).netloc} redirects in a loop; it cannot be downloaded. Try loading it "
-        "again later by its request id.",
-        request_id=request_id,
-    )
+            await _refuse_non_public(url, request_id, what, error)
+        async with loop_client.client.stream("GET", url, follow_redirects=False) as response:
+            if not response.is_redirect:
+                yield response
+                return
+            url = str(response.request.url.join(response.headers["location"]))  # httpx refuses schemes but http(s)
+    raise error(f"A result file on {urlsplit(url).netloc} ({what}) redirects in a loop; it cannot be downloaded. Try "
+                "loading it again later by its request id.", request_id=request_id)
 
 
-async def _download_once(loop_client: LoopClient, url: str, request_id: str | None) -> bytes | httpx.Response:
-    """The body, or the response to decide on (an error, or a redirect not followed)."""
-    async with loop_client.client.stream("GET", url, follow_redirects=False) as response:
+async def _download(loop_client: LoopClient, url: str, request_id: str | None, local: bool) -> bytes | httpx.Response:
+    """The body, or the response to decide on (an error)."""
+    async with final_response(loop_client, url, request_id, local=local) as response:
         if response.status_code != 200:
             await response.aread()
             return response

@@ -37,7 +37,6 @@ from ..fal_transport.aio import Deadline, within
 from ..fal_transport.errors import InvalidInputError, ResultError
 from ..fal_transport.http import (
     DEFAULT_RETRY,
-    MAX_REDIRECTS,
     RETRY_STATUS_IDEMPOTENT,
     LoopClient,
     Tries,
@@ -45,7 +44,7 @@ from ..fal_transport.http import (
     retry,
 )
 from ..fal_transport.storage import MAX_UPLOAD_BYTES
-from .download import local_base, refuse_non_public
+from .download import final_response, local_base
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -93,22 +92,13 @@ def _problem(exc: BaseException) -> str:
 
 async def _download_once(loop_client: LoopClient, url: str, part: Path, max_bytes: int,
                          on_progress: Progress | None, request_id: str | None, local: bool) -> bool | httpx.Response:
-    """True once the whole body is in `part`; else the error response to decide on. Redirects are followed here,
-    hop by hop, each hop's address checked as an image's are (`download`)."""
-    for _ in range(MAX_REDIRECTS + 1):
-        if not local:
-            await refuse_non_public(url, request_id, "a video", VideoFetchError)
-        async with loop_client.client.stream("GET", url, follow_redirects=False) as response:
-            if response.is_redirect:
-                url = str(response.request.url.join(response.headers["location"]))
-                continue
-            if response.status_code != 200:
-                return response
-            await _write_body(response, part, max_bytes, on_progress, request_id)
-            return True
-    raise VideoFetchError(
-        f"The result video on {urlsplit(url).netloc} redirects in a loop; it cannot be downloaded. Try loading it "
-        "again later by its request id.", request_id=request_id)
+    """True once the whole body is in `part`; else the error response to decide on."""
+    async with final_response(loop_client, url, request_id, local=local, what="a video",
+                              error=VideoFetchError) as response:
+        if response.status_code != 200:
+            return response
+        await _write_body(response, part, max_bytes, on_progress, request_id)
+        return True
 
 
 async def _write_body(response: httpx.Response, part: Path, max_bytes: int, on_progress: Progress | None,
