@@ -101,7 +101,10 @@ async def test_queued_requests_cost_a_few_polls_a_second_deep_ones_rarely_and_en
     assert max(ticked.values()) <= window_s / aio.ON_TICK_EVERY_S + 1
 
 
-async def test_status_checks_reuse_their_connection_while_the_loops_streams_are_open(fake_fal: FakeFal) -> None:
+async def test_status_checks_reuse_their_connection_while_the_loops_streams_are_open(
+        fake_fal: FakeFal, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Queued streams fall quiet; their own status checks (every STREAM_QUIET_S) would share the window.
+    monkeypatch.setattr(status_watch, "STREAM_QUIET_S", 3600.0)
     fake_fal.faults.update({"account_concurrency": 1, "run_time": 3600})
     handles = await submitted(fake_fal, client.MAX_STREAMS + 1)
     queue, pressed = fal_queue(), False
