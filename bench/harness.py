@@ -178,15 +178,9 @@ def fake_images(count: int, output_format: str, resolution: str) -> list[bytes]:
 
 
 def textured_jpeg(resolution: str, index: int) -> bytes:
-    """A JPEG (quality 90) with a photograph's detail, smooth colour fields plus grain: about 300 KB at
-    1k like Grok's 1k JPEGs, and several times slower to decode than the fake's flat images."""
-    width, height = fake_image_size(ASPECT_RATIO, resolution)
-    rng = np.random.default_rng(index)
-    fields = Image.fromarray(rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8))
-    grain = Image.fromarray(rng.integers(0, 40, (height, width, 3), dtype=np.uint8))
-    buffer = io.BytesIO()
-    Image.blend(fields.resize((width, height), Image.Resampling.BICUBIC), grain, 0.15).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
+    """A JPEG (quality 90) with a photograph's detail, as the fake serves with `photo_like_images`: about 300 KB
+    at 1k like Grok's 1k JPEGs, and several times slower to decode than the fake's flat images."""
+    return render_image(*fake_image_size(ASPECT_RATIO, resolution), "jpeg", index, photo_like=True)
 
 
 def plain_decode(blobs: Sequence[bytes]) -> list[np.ndarray]:

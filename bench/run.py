@@ -10,7 +10,8 @@ prints its figures and asserts nothing.
 Rows: 1 overhead beyond generation; 2 per-prompt cost vs a minimal client; 3 decoding vs plain
 Pillow; 4 batch pre-allocation on vs off; 5 concurrency; 6 peak memory; 7 a batch of 240 prompts; 8 what
 1,000 prompts waiting in fal's queue cost; 9 Cancel of a list of 1,000 prompts; v the video node (its overhead
-past fal's job vs a minimal client, its peak memory vs the file).
+past fal's job vs a minimal client, its peak memory vs the file); c a chain generate -> edit (fal's URLs vs
+uploads).
 
     python bench/run.py --quick                                            # about a minute
     python bench/run.py --json bench/results.json --plot docs/bench.png    # a few minutes
@@ -31,6 +32,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness as h  # noqa: E402  (it puts tests/ on sys.path)
+
+ROWS = "123456789vc"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen-latency", type=float, help="the fake's generation time, s (default 1.0, quick 0.2)")
     parser.add_argument("--cdn-latency", type=float, default=0.02, help="delay before each image file, s (0.02)")
     parser.add_argument("--repeats", type=int, help="samples per figure (default 7, quick 3)")
-    parser.add_argument("--rows", default="123456789v", help="the rows to run, e.g. 27v (default: all)")
+    parser.add_argument("--rows", default=ROWS, help="the rows to run, e.g. 27v (default: all)")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--plot", type=Path, help="draw measured / target of every figure with a target to this PNG")
     parser.add_argument("--_memprobe", dest="memprobe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     import batch_row
     import cancel_row
+    import chain_row
     import image_rows
     import node_rows
     import video_row
@@ -104,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         with h.FakeFal(accepted_keys={h.TEST_KEY}, run_time=s.gen, cdn_latency=s.cdn) as fake:
             for rows, name, measure in (("14", "overhead", node_rows.measure_overhead),
                                         ("2", "per-prompt", node_rows.measure_per_prompt),
-                                        ("5", "concurrency", node_rows.measure_concurrency)):
+                                        ("5", "concurrency", node_rows.measure_concurrency),
+                                        ("c", "chains", chain_row.measure_chains)):
                 def group(name: str = name, measure: Any = measure) -> None:
                     fake.reset()
                     h.fresh_pack(fake.url, root, name)
@@ -119,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     m["load at end"] = os.getloadavg()
     elapsed = time.monotonic() - began
-    checks = sorted(report.checks, key=lambda c: c["row"][0])  # by row number, in run order within a row
+    # by row, in the rows' order; in run order within a row
+    checks = sorted(report.checks, key=lambda c: ROWS.index(c["row"][0]))
     report.table("summary", "SUMMARY: every figure with a target",
                  [{"row": c["row"], "measured": shown(c["value"], c["unit"]),
                    "target": "<= " + shown(c["target"], c["unit"]), "met": "met" if c["met"] else "MISSED"}

@@ -71,10 +71,13 @@ class AuthenticationError(FalError):
 
 
 class InputRejectedError(FalError):
-    """fal's own validation rejected the request's inputs (HTTP 422)."""
+    """fal's own validation rejected the request's inputs (HTTP 422): `field` names the input, `fal_type` is
+    fal's machine-readable kind of error (`file_download_error` when fal could not read an input file)."""
 
-    def __init__(self, message: str, *, field: str | None = None, request_id: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, fal_type: str | None = None,
+                 request_id: str | None = None) -> None:
         self.field = field
+        self.fal_type = fal_type
         super().__init__(message, request_id=request_id)
 
 
@@ -149,8 +152,8 @@ def _detail(response: httpx.Response, scrub: Callable[[str], str]) -> tuple[str,
             text = str(detail)
             if isinstance(detail, list) and detail and isinstance(detail[0], dict):
                 first = detail[0]
-                loc = first.get("loc") or []
-                field_name = str(loc[-1]) if loc else None
+                loc = first.get("loc") or []  # ["body", field, (index or sub-field)...]
+                field_name = next((part for part in loc if isinstance(part, str) and part != "body"), None)
                 error_type = first.get("type") or error_type
                 text = str(first.get("msg", detail))
     text = scrub(text)
@@ -213,6 +216,7 @@ def error_from_response(
         return InputRejectedError(
             f"fal rejected {named}: {text}. Fix that input and queue again.",
             field=field_name,
+            fal_type=error_type,
             request_id=request_id,
         )
     if code == 429:

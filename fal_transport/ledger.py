@@ -113,6 +113,16 @@ class Ledger:
                                       "+ (SELECT TOTAL(usd) FROM reservations)", (at,)).fetchone()
         return committed
 
+    def unbilled(self, request_id: str) -> None:
+        """fal refused the request's inputs after accepting it (an HTTP 4xx, which fal does not bill): it no
+        longer counts against the daily limit or the totals."""
+        with database(self.directory).write() as db:
+            row = db.execute("SELECT price_usd FROM spend WHERE request_id = ? AND NOT summary",
+                             (request_id,)).fetchone()
+            db.execute("DELETE FROM spend WHERE request_id = ? AND NOT summary", (request_id,))
+        if row is not None:
+            _add_to_session(-row[0])
+
     # ---- what was spent
     def totals(self) -> SpendTotals:
         with database(self.directory).read() as db:

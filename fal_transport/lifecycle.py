@@ -33,6 +33,7 @@ from .aio import Deadline, until_cancelled
 from .errors import (
     ContentPolicyError,
     FalError,
+    InputRejectedError,
     JobFailedError,
     NetworkError,
     RequestCancelledError,
@@ -42,7 +43,7 @@ from .errors import (
 )
 from .http import lease, worker
 from .journal import Journal, JournalState
-from .ledger import Reservation, Spend
+from .ledger import Ledger, Reservation, Spend
 from .queue import RESULT_TIMEOUT_S, FalQueue, QueueStatus, RequestHandle
 from .status_watch import WaitEvents, wait_until_done
 
@@ -242,6 +243,11 @@ class FalRequest:
             return await until_cancelled(self._fetch_result(final), self.events.should_cancel, lambda: stopped)
         except (JobFailedError, ContentPolicyError):
             self._mark("failed")
+            raise
+        except InputRejectedError:  # fal accepted the request, then refused an input: failed, and not billed
+            self._mark("failed")
+            if not self.recovering or self._journalled:
+                await asyncio.to_thread(Ledger(self.journal.directory).unbilled, self.request_id)
             raise
 
     async def _fetch_result(self, final: QueueStatus) -> dict[str, Any]:

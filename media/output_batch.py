@@ -30,6 +30,7 @@ from PIL import Image
 from ..fal_transport.aio import run_to_end
 from ..fal_transport.errors import ResultError
 from ..fal_transport.process_state import current
+from . import fal_images
 from .codec import decode_image, write_into
 from .download import fetch_image_bytes
 
@@ -128,6 +129,11 @@ class BatchBuilder:
                 self._placed.discard(slot)
             raise
         return True
+
+    def placed(self, slot: int) -> torch.Tensor:
+        """The image written into `slot` (by `put`)."""
+        assert self._batch is not None and slot in self._placed
+        return self._batch[slot]
 
     def put_placeholder(self, slot: int, width: int, height: int) -> None:
         target = self._slot_view(slot, width, height)
@@ -229,11 +235,15 @@ class OutputBatch:
     async def _fetch_one(self, url: str, index: int, slot: int, timeout_s: float,
                          request_id: str | None) -> FetchedImage:
         data = await fetch_image_bytes(url, timeout_s=timeout_s, request_id=request_id)
-        return await in_thread(self._decode_and_place, data, index, slot, request_id)
+        return await in_thread(self._decode_and_place, data, url, index, slot, request_id)
 
-    def _decode_and_place(self, data: bytes, index: int, slot: int, request_id: str | None) -> FetchedImage:
+    def _decode_and_place(self, data: bytes, url: str, index: int, slot: int, request_id: str | None) -> FetchedImage:
+        """Decode one image into its slot; an image placed as fal made it (not fitted to another size) is
+        remembered as fal's file at `url` (`fal_images`), unless it came inline (sync mode: no URL)."""
         decoded = decode_image(data, index=index, request_id=request_id)
-        self.builder.put(slot, decoded.image, request_id)
+        if self.builder.put(slot, decoded.image, request_id) and not url.startswith("data:") \
+                and self.builder.fixed in (None, (decoded.width, decoded.height)):
+            fal_images.remember(fal_images.pixel_digest(self.builder.placed(slot)), url)
         return FetchedImage(data, decoded.file_format, decoded.width, decoded.height, slot)
 
     def placeholders(self, first_slot: int, count: int, size: tuple[int, int]) -> list[FetchedImage]:

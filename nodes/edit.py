@@ -8,14 +8,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from ..fal_transport import config
-from ..fal_transport.aio import until_cancelled
-from ..fal_transport.credentials import resolve_credentials
-from ..fal_transport.lifecycle import cancelled_before_sending
 from . import grok_api as api
-from . import host, widgets
+from . import widgets
 from .grok_api import GROK_IMAGINE, GROK_IMAGINE_2, GrokModel, ImageRequest
-from .list_batch import BatchMember
 from .references import reference_tensors, references_for_fal
 from .run import ImageRun, run_image_node
 
@@ -70,7 +65,7 @@ class _EditNode(widgets.GrokImagesNode):
         inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
                   "output_format": output_format, "sync_mode": sync_mode}
 
-        async def prepare(member: BatchMember) -> ImageRun:
+        async def prepare(reuse: bool) -> ImageRun:
             request = self.image_request(inputs, optional)
             refusal = widgets.check_choice("on_refusal", on_refusal, widgets.ON_REFUSAL)
             fit = widgets.check_choice("output_size", output_size, widgets.OUTPUT_SIZES) != "fal"
@@ -81,10 +76,7 @@ class _EditNode(widgets.GrokImagesNode):
                                            "the first reference's size, as 'output_size' is 'match first reference'",
                                            "scale the first reference down", "set 'output_size' to 'fal'")
             expected = widgets.documented_size(request) or api.size_for_shape(width, height, request.resolution)
-            credentials = resolve_credentials(config.key_file())
-            host.send_progress_text(unique_id, f"Uploading {len(tensors)} reference image(s) to fal")
-            references = await until_cancelled(references_for_fal(credentials, tensors), host.interrupted,
-                                               cancelled_before_sending)
+            references = await references_for_fal(unique_id, tensors, reuse=reuse)
             return ImageRun(replace(request, references=references), expected_size=expected,
                             on_refusal=refusal, fixed_size=(width, height) if fit else None)  # type: ignore[arg-type]
 

@@ -153,10 +153,12 @@ GROK_IMAGINE_2 = GrokModel("quality", QUALITIES, DEFAULT_QUALITY,
 
 @dataclass(frozen=True)
 class Reference:
-    """An input image as fal reads it (its URL) and as the journal knows it (its content's hash)."""
+    """An input image or video as fal reads it (its URL) and as the journal knows it (its content's hash: an
+    image's pixels, a video's file). `reused`: a file fal already holds, sent by its URL with no upload."""
 
     url: str
     sha256: str
+    reused: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,10 @@ class ImageRequest:
 
     def fingerprint(self) -> str:
         return fingerprint(self.endpoint, self._identity())
+
+    def reused_urls(self) -> frozenset[str]:
+        """The URLs of the references fal already held (sent with no upload)."""
+        return frozenset(reference.url for reference in self.references if reference.reused)
 
     def spend(self) -> Spend:
         r = rate(self.endpoint, self.quality)

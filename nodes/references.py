@@ -1,36 +1,35 @@
-"""Reference images for edits: which images of the inputs, and how they reach fal.
+"""Input images (an edit's references, a video's image): which images of the inputs, and how they reach fal.
 
-They are uploaded to fal's storage like fal's own clients do (the request stays small, fal fetches
-the file once); only when an upload fails is a small image (at most 2 MiB as PNG) sent inline as a
-data URI instead.
+An image fal already holds (one a Grok node made and nothing changed since, proven by its pixels:
+`media.fal_images`) goes by fal's own URL: no encode, no upload. Any other is encoded as PNG and uploaded to
+fal's storage like fal's own clients do (the request stays small, fal fetches the file once); only when an
+upload fails is a small image (at most 2 MiB as PNG) sent inline as a data URI instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import logging
-from dataclasses import dataclass
 
 import torch
 
-from ..fal_transport.credentials import FalCredentials
+from ..fal_transport import config
+from ..fal_transport.aio import until_cancelled
+from ..fal_transport.credentials import FalCredentials, resolve_credentials
 from ..fal_transport.errors import AuthenticationError, FalError, InvalidInputError, UploadError
+from ..fal_transport.lifecycle import cancelled_before_sending
 from ..fal_transport.storage import upload
+from ..media import fal_images
 from ..media.codec import encode_png
+from ..media.fal_images import pixel_digest
 from . import grok_api as api
+from . import host
 from .grok_api import Reference
 
 log = logging.getLogger("grok_imagine_fal")
 
 DATA_URI_MAX_BYTES = 2 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class EncodedImage:
-    png: bytes
-    sha256: str
 
 
 def check_image(name: str, value: object) -> torch.Tensor:
@@ -71,35 +70,52 @@ def reference_tensors(image: object, image_2: object = None, image_3: object = N
     return references
 
 
-async def encode_references(tensors: list[torch.Tensor]) -> list[EncodedImage]:
-    pngs = await asyncio.gather(*(asyncio.to_thread(encode_png, t) for t in tensors))
-    return [EncodedImage(png, hashlib.sha256(png).hexdigest()) for png in pngs]
-
-
-async def reference_url(credentials: FalCredentials, reference: EncodedImage, index: int) -> str:
-    """A URL fal can read the reference from: an upload, or (if that fails and it is small) a data URI."""
+async def _upload(credentials: FalCredentials, image: torch.Tensor, index: int) -> str:
+    """A URL fal can read the image from: an upload, or (if that fails and it is small) a data URI."""
+    png = await asyncio.to_thread(encode_png, image)
     try:
-        return await upload(credentials, reference.png, content_type="image/png",
-                            file_name=f"reference_{index + 1}.png", sha256=reference.sha256)
+        return await upload(credentials, png, content_type="image/png", file_name=f"reference_{index + 1}.png")
     except AuthenticationError:
         raise
     except FalError as exc:
-        if len(reference.png) > DATA_URI_MAX_BYTES:
+        if len(png) > DATA_URI_MAX_BYTES:
             raise UploadError(
                 f"Reference image {index + 1} could not be uploaded to fal's storage and is too large to send "
-                f"inline ({len(reference.png) / 2**20:.1f} MiB > {DATA_URI_MAX_BYTES // 2**20} MiB): {exc} "
+                f"inline ({len(png) / 2**20:.1f} MiB > {DATA_URI_MAX_BYTES // 2**20} MiB): {exc} "
                 "Queue again in a moment, or scale the reference down.",
             ) from exc
         log.warning("[Grok Imagine] upload of reference image %d failed (%s); sending it inline", index + 1, exc)
-        return "data:image/png;base64," + base64.b64encode(reference.png).decode("ascii")
+        return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-async def reference_urls(credentials: FalCredentials, references: list[EncodedImage]) -> list[str]:
-    return list(await asyncio.gather(*(reference_url(credentials, r, i) for i, r in enumerate(references))))
+def _progress_text(reused: int, uploads: int) -> str:
+    if not uploads:
+        return "Reusing fal's image" if reused == 1 else f"Reusing fal's {reused} images"
+    text = f"Uploading {uploads} image{'s' if uploads > 1 else ''} to fal"
+    return f"Reusing fal's {reused} image{'s' if reused > 1 else ''}; {text[0].lower()}{text[1:]}" if reused else text
 
 
-async def references_for_fal(credentials: FalCredentials, tensors: list[torch.Tensor]) -> tuple[Reference, ...]:
-    """The images as fal reads them (uploaded) and as the journal knows them (by content)."""
-    encoded = await encode_references(tensors)
-    urls = await reference_urls(credentials, encoded)
-    return tuple(Reference(url, image.sha256) for url, image in zip(urls, encoded))
+async def _references(node_id: str | None, images: list[torch.Tensor], reuse: bool) -> tuple[Reference, ...]:
+    digests = await asyncio.gather(*(asyncio.to_thread(pixel_digest, image) for image in images))
+    held = [fal_images.url_of(digest) if reuse else None for digest in digests]
+    to_upload = [index for index, url in enumerate(held) if url is None]
+    host.send_progress_text(node_id, _progress_text(len(images) - len(to_upload), len(to_upload)))
+    urls: dict[int, str] = {}
+    if to_upload:
+        credentials = resolve_credentials(config.key_file())
+        uploaded = await asyncio.gather(*(_upload(credentials, images[i], i) for i in to_upload))
+        urls = dict(zip(to_upload, uploaded))
+        for index, url in urls.items():
+            if not url.startswith("data:"):
+                fal_images.remember(digests[index], url)
+    return tuple(Reference(url, digest, reused=True) if url is not None else Reference(urls[index], digest)
+                 for index, (url, digest) in enumerate(zip(held, digests)))
+
+
+async def references_for_fal(node_id: str | None, images: list[torch.Tensor], *,
+                             reuse: bool = True) -> tuple[Reference, ...]:
+    """The images as fal reads them and as the journal knows them (by their pixels): an image fal already holds
+    (one a Grok node made, unchanged, or one uploaded before) by fal's own URL, with no encode and no upload; any
+    other encoded as PNG and uploaded (`reuse` False: every one uploaded). The node's progress text says which.
+    Cancel stops it before anything is sent."""
+    return await until_cancelled(_references(node_id, images, reuse), host.interrupted, cancelled_before_sending)

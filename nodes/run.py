@@ -17,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 
@@ -26,12 +26,13 @@ from ..fal_transport.aio import until_cancelled
 from ..fal_transport.billing import check_can_pay
 from ..fal_transport.config import Limits
 from ..fal_transport.credentials import resolve_credentials
-from ..fal_transport.errors import ContentPolicyError, RequestCancelledError, SpendLimitError
+from ..fal_transport.errors import ContentPolicyError, InputRejectedError, RequestCancelledError, SpendLimitError
 from ..fal_transport.http import lease
 from ..fal_transport.journal import Journal
 from ..fal_transport.ledger import Ledger, Reservation
 from ..fal_transport.lifecycle import FalRequest, Payload, RequestEvents, cancelled_before_sending
 from ..fal_transport.queue import FalQueue, QueueStatus
+from ..media import fal_images
 from ..media.output_batch import FetchedImage, OutputBatch
 from . import host
 from .grok_api import ImageRequest, read_result
@@ -190,17 +191,57 @@ class Generation:
 
 
 async def run_image_node(node_id: str | None, extra_pnginfo: Any,
-                         prepare: Callable[[BatchMember], Awaitable[ImageRun]]) -> dict[str, Any]:
-    """Run one image node (one list item of it): `prepare` checks the inputs (and, for edits, uploads the
-    references) and says what to ask of fal."""
+                         prepare: Callable[[bool], Awaitable[ImageRun]]) -> dict[str, Any]:
+    """Run one image node (one list item of it): `prepare(reuse)` checks the inputs (and, for edits, gives the
+    references URLs: `reuse_fal_files`) and says what to ask of fal."""
 
     async def work(member: BatchMember) -> dict[str, Any]:
-        image_run = await prepare(member)
-        generation = await generate(image_run, member)
-        return node_output(generation, endpoint=image_run.request.endpoint, node_id=node_id, member=member,
-                           extra_pnginfo=extra_pnginfo)
+        async def go(image_run: ImageRun) -> dict[str, Any]:
+            generation = await generate(image_run, member)
+            return node_output(generation, endpoint=image_run.request.endpoint, node_id=node_id, member=member,
+                               extra_pnginfo=extra_pnginfo)
+
+        return await reuse_fal_files(prepare, lambda image_run: image_run.request, go)
 
     return await run_node(node_id, work)
+
+
+# ---- inputs fal already holds
+
+P = TypeVar("P")
+FILE_ERRORS = frozenset({"file_download_error", "image_load_error", "video_load_error"})
+
+
+class _ReusablePayload(Protocol):
+    def body(self) -> dict[str, Any]: ...
+    def reused_urls(self) -> frozenset[str]: ...
+
+
+def refused_a_reused_file(exc: InputRejectedError, payload: _ReusablePayload) -> bool:
+    """fal refused an input file that the request sent by fal's own URL (a file fal no longer holds)."""
+    reused = payload.reused_urls()
+    value = payload.body().get(exc.field) if exc.field else None
+    return bool(reused) and (exc.fal_type in FILE_ERRORS or any(
+        url in reused for url in (value if isinstance(value, list) else [value])))
+
+
+async def reuse_fal_files(prepare: Callable[[bool], Awaitable[P]], payload_of: Callable[[P], _ReusablePayload],
+                          go: Callable[[P], Awaitable[T]]) -> T:
+    """Run `go` on what `prepare(reuse=True)` gives: inputs fal already holds go by fal's own URL, with no
+    upload. When fal refuses such a file (it expired), the run is prepared again with every input uploaded
+    and sent once more; the refused request is not billed (fal bills no 4xx), so nothing is paid twice."""
+    prepared = await prepare(True)
+    try:
+        return await go(prepared)
+    except InputRejectedError as exc:
+        payload = payload_of(prepared)
+        if not refused_a_reused_file(exc, payload):
+            raise
+        log.warning("[Grok Imagine] fal could not read an input file it held before (%s); uploading the inputs and "
+                    "sending the request once more", exc.reason)
+        for url in payload.reused_urls():
+            fal_images.forget(url)
+        return await go(await prepare(False))
 
 
 async def collect_images(request: FalRequest, data: dict[str, Any], out: OutputBatch, progress: RequestProgress, *,

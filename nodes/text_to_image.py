@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 from . import grok_api as api
 from . import widgets
 from .grok_api import GROK_IMAGINE, GROK_IMAGINE_2, GrokModel, ImageRequest
-from .list_batch import BatchMember
 from .run import ImageRun, run_image_node
 
 
@@ -53,7 +52,7 @@ class _TextToImageNode(widgets.GrokImagesNode):
         inputs = {"prompt": prompt, "num_images": num_images, "aspect_ratio": aspect_ratio, "resolution": resolution,
                   "output_format": output_format, "sync_mode": sync_mode}
 
-        async def prepare(member: BatchMember) -> ImageRun:
+        async def prepare(reuse: bool) -> ImageRun:  # text to image has no input files to reuse
             request = self.image_request(inputs, optional)
             size = widgets.documented_size(request)
             refusal = widgets.check_choice("on_refusal", on_refusal, widgets.ON_REFUSAL)

@@ -50,7 +50,7 @@ from .outputs import SUBFOLDER, video_output
 from .progress import NodeProgress, RequestProgress
 from .references import check_image, references_for_fal
 from .result_node import clean_request_id
-from .run import Session, run_node, send, stopped_by_user
+from .run import Session, reuse_fal_files, run_node, send, stopped_by_user
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -137,15 +137,17 @@ async def make_video(request: api.VideoRequest, member: BatchMember) -> Clip:
 
 
 async def run_video_node(node_id: str | None, extra_pnginfo: Any,
-                         prepare: Callable[[], Awaitable[api.VideoRequest]]) -> dict[str, Any]:
-    """Run one video node (one list item of it): `prepare` checks the inputs, uploads the media and says what to
-    ask of fal."""
+                         prepare: Callable[[bool], Awaitable[api.VideoRequest]]) -> dict[str, Any]:
+    """Run one video node (one list item of it): `prepare(reuse)` checks the inputs, gives the media URLs
+    (`reuse_fal_files`) and says what to ask of fal."""
 
     async def work(member: BatchMember) -> dict[str, Any]:
-        request = await prepare()
-        clip = await make_video(request, member)
-        return video_output(clip, endpoint=request.endpoint, node_id=node_id, member=member,
-                            extra_pnginfo=extra_pnginfo)
+        async def go(request: api.VideoRequest) -> dict[str, Any]:
+            clip = await make_video(request, member)
+            return video_output(clip, endpoint=request.endpoint, node_id=node_id, member=member,
+                                extra_pnginfo=extra_pnginfo)
+
+        return await reuse_fal_files(prepare, lambda request: request, go)
 
     return await run_node(node_id, work)
 
@@ -153,13 +155,6 @@ async def run_video_node(node_id: str | None, extra_pnginfo: Any,
 # --------------------------------------------------------------------------------------------
 # Media: how images and videos reach fal
 # --------------------------------------------------------------------------------------------
-
-
-async def images_for_fal(node_id: str | None, images: list[torch.Tensor]) -> tuple[Reference, ...]:
-    """The images uploaded to fal's storage, as the edit nodes' references are (known by their content)."""
-    credentials = resolve_credentials(config.key_file())
-    host.send_progress_text(node_id, f"Uploading {len(images)} image{'s' if len(images) > 1 else ''} to fal")
-    return await until_cancelled(references_for_fal(credentials, images), host.interrupted, cancelled_before_sending)
 
 
 def measure(video: object, field: str) -> api.InputVideo:
@@ -174,14 +169,15 @@ def measure(video: object, field: str) -> api.InputVideo:
     return api.InputVideo(seconds, int(width), int(height))
 
 
-async def video_for_fal(node_id: str | None, video: object, field: str) -> Reference:
+async def video_for_fal(node_id: str | None, video: object, field: str, *, reuse: bool = True) -> Reference:
     """A URL fal reads the VIDEO from, and its content's hash: fal's own URL for a video a Grok node made (no
-    upload); any other written as an MP4 into the temp folder, uploaded, and deleted (refused, before anything
-    is uploaded, over fal's one-upload size)."""
+    upload; `reuse` False: uploaded all the same); any other written as an MP4 into the temp folder, uploaded, and
+    deleted (refused, before anything is uploaded, over fal's one-upload size)."""
     url = fal_url_of(video)
-    if url is not None:
+    if url is not None and reuse:
+        host.send_progress_text(node_id, f"Reusing fal's video for '{field}'")
         source = Path(video.get_stream_source())  # type: ignore[attr-defined]
-        return Reference(url, await asyncio.to_thread(storage.file_sha256, source))
+        return Reference(url, await asyncio.to_thread(storage.file_sha256, source), reused=True)
     credentials = resolve_credentials(config.key_file())
     host.send_progress_text(node_id, f"Writing '{field}' as an MP4 for fal")
     written = await asyncio.to_thread(mp4_for_upload, video, video_folder(), field=field,
@@ -307,12 +303,12 @@ class FalGrokImagineVideo(_VideoNode):
         inputs = {"prompt": prompt, "duration": duration, "aspect_ratio": aspect_ratio, "resolution": resolution,
                   "model": model}
 
-        async def prepare() -> api.VideoRequest:
+        async def prepare(reuse: bool) -> api.VideoRequest:
             request = self.video_request(inputs, frozenset({"image"}) if image is not None else frozenset())
             if image is None:
                 return request
             first = check_image("image", image)[0]
-            return replace(request, images=await images_for_fal(unique_id, [first]))
+            return replace(request, images=await references_for_fal(unique_id, [first], reuse=reuse))
 
         return await run_video_node(unique_id, extra_pnginfo, prepare)
 
@@ -370,11 +366,11 @@ class FalGrokImagineReferenceVideo(_VideoNode):
         """`further`: image_2 ... image_7, those connected. The seed is never sent."""
         inputs = {"prompt": prompt, "duration": duration, "aspect_ratio": aspect_ratio, "resolution": resolution}
 
-        async def prepare() -> api.VideoRequest:
+        async def prepare(reuse: bool) -> api.VideoRequest:
             request = self.video_request(inputs)
             images = reference_images({"image": image, **further})
             api.check_reference_count(len(images))
-            return replace(request, images=await images_for_fal(unique_id, images))
+            return replace(request, images=await references_for_fal(unique_id, images, reuse=reuse))
 
         return await run_video_node(unique_id, extra_pnginfo, prepare)
 
@@ -388,10 +384,10 @@ class _VideoToVideoNode(_VideoNode):
 
     async def _run(self, video: Any, inputs: dict[str, Any], unique_id: str | None,
                    extra_pnginfo: Any) -> dict[str, Any]:
-        async def prepare() -> api.VideoRequest:
+        async def prepare(reuse: bool) -> api.VideoRequest:
             request = self.video_request(inputs, frozenset({"video"}))  # type: ignore[attr-defined]
             request = request.measured(await asyncio.to_thread(measure, video, "video"))
-            return replace(request, video=await video_for_fal(unique_id, video, "video"))
+            return replace(request, video=await video_for_fal(unique_id, video, "video", reuse=reuse))
 
         return await run_video_node(unique_id, extra_pnginfo, prepare)
 

@@ -202,6 +202,11 @@ class VideoRequest:
             identity["video_sha256"] = self.video.sha256
         return fingerprint(self.endpoint, identity)
 
+    def reused_urls(self) -> frozenset[str]:
+        """The URLs of the media fal already held (sent with no upload)."""
+        media = (*self.images, *((self.video,) if self.video is not None else ()))
+        return frozenset(reference.url for reference in media if reference.reused)
+
     @property
     def output_seconds(self) -> float:
         """The seconds of video fal bills as output: the duration asked for (an extension's own seconds), or

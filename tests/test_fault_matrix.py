@@ -125,6 +125,7 @@ CASES = [
     Case("content-policy rejection", {"content_policy": True}, errors.ContentPolicyError,
          ("refused the request under its content policy", CONTENT_POLICY_MESSAGE[:50], "Change the prompt",
           "on_refusal"), journal_state="failed"),
+    Case("photo-like images (a photograph's detail)", {"photo_like_images": True}),
     Case("content-policy rejection with on_refusal placeholder", {"content_policy": True},
          inputs={"on_refusal": "placeholder"}),
     Case("one request of two refused, with on_refusal placeholder", {"content_policy_every": 2},
@@ -246,6 +247,8 @@ def test_the_matrix_covers_every_fault_the_fake_can_inject() -> None:
     from fake_fal import Faults
 
     used = {name for case in CASES for name in case.faults}
+    # Faults of input files (the upload, an input fal cannot read) have their cases in the tests of the nodes that
+    # send files: test_edit.py, test_image_chains.py.
     injectable = set(Faults().to_json()) - {"run_time", "queue_time", "cdn_latency", "complete_error_type",
-                                            "upload_status"}
+                                            "upload_status", "inputs_unreadable"}
     assert injectable <= used, f"faults without a case: {sorted(injectable - used)}"

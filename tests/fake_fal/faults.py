@@ -71,6 +71,10 @@ are copied into the `Job` at submit time; the others act when a request arrives.
 - ``image_host`` (a base URL such as ``http://cdn.fal.test``): result image URLs use it instead of
   the fake's own URL (reach it through the fake as a proxy: see "Behind a name" in `fake_fal.handler`).
 - ``image_redirect_to`` (a URL): every result image answers 302 to it.
+- ``photo_like_images``: result images are textured pictures (a photograph's detail) instead of flat colour
+  fields.
+- ``inputs_unreadable``: every job given an input file (an image or video URL, not a data URI) fails as
+  when fal cannot download it (422 ``file_download_error``, not billed), whatever the URL.
 """
 
 from __future__ import annotations
@@ -156,6 +160,8 @@ class Faults:
     result_huge: int | None = None
     image_host: str | None = None
     image_redirect_to: str | None = None
+    inputs_unreadable: bool = False
+    photo_like_images: bool = False
 
     def clear(self) -> None:
         """Back to all-off, in place (so references held by tests stay valid)."""

@@ -66,7 +66,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .billing import EXHAUSTED_BALANCE_MESSAGE, billed_price
 from .images import ENDPOINTS, bomb_png, corrupt_bytes, render_image, validate_arguments
-from .jobs import COMPLETED, CONTENT_POLICY_TYPES, Job
+from .jobs import COMPLETED, CONTENT_POLICY_TYPES, FILE_DOWNLOAD_ERROR, Job
 from .video import VIDEO_ENDPOINTS, billed_video_price, check_input_video, validate_video_arguments
 
 if TYPE_CHECKING:
@@ -365,12 +365,15 @@ class _Handler(BaseHTTPRequestHandler):
         if errors:
             return self._send_json(422, {"detail": errors})
         video = endpoint in VIDEO_ENDPOINTS
-        if not fake._pay(billed_video_price(endpoint, args, shape) if video else billed_price(endpoint, args)):
+        price = billed_video_price(endpoint, args, shape) if video else billed_price(endpoint, args)
+        if not fake._pay(price):
             return self._send_json(403, {"detail": EXHAUSTED_BALANCE_MESSAGE})
         if video:
             job = fake._create_video_job(endpoint, args, shape, self.rec)
         else:
             job = fake._create_job(endpoint, args, self.rec)
+        if job.error_type == FILE_DOWNLOAD_ERROR:
+            fake._refund(price)  # fal bills no request it refused for its input
         rid = job.request_id
         faults = fake.faults
         accept_then, delay = faults.submit_accept_then_status, faults.submit_delay
@@ -517,6 +520,10 @@ class _Handler(BaseHTTPRequestHandler):
             if job.error_type in CONTENT_POLICY_TYPES:
                 detail = [{"loc": ["body", "prompt"], "msg": message, "type": job.error_type}]
                 return self._send_json(422, {"detail": detail}, headers)
+            if job.error_type == FILE_DOWNLOAD_ERROR:
+                detail = [{"loc": ["body", job.error_field], "msg": message, "type": job.error_type,
+                           "url": "https://docs.fal.ai/errors#file_download_error"}]
+                return self._send_json(422, {"detail": detail}, headers)
             if job.cancelled:
                 return self._send_json(400, {"detail": message}, headers)
             return self._send_json(500, {"detail": message}, headers)
@@ -582,8 +589,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_bytes(302, b"", "text/plain", {"Location": f"{fake.url}{path}"})
         if faults.image_redirect_to:
             return self._send_bytes(302, b"", "text/plain", {"Location": faults.image_redirect_to})
-        job = fake.jobs.get(rid)
-        if job is None or index >= job.images_made or match["ext"] != job.extension:
+        job = fake.job_file_owner(rid, index, match["ext"])
+        if job is None:
             return self._send_json(404, {"detail": "Not Found"})
         latency = faults.cdn_latency if faults.cdn_latency is not None else fake.cdn_latency
         if latency > 0 and fake._stopping.wait(latency):
@@ -597,7 +604,8 @@ class _Handler(BaseHTTPRequestHandler):
             data, content_type = job.video.data(), job.content_type
         else:
             width, height = job.image_size(index)
-            data, content_type = render_image(width, height, job.output_format, index), job.content_type
+            data = render_image(width, height, job.output_format, index, faults.photo_like_images)
+            content_type = job.content_type
         if faults.image_wrong_content_type:
             content_type = "text/html; charset=utf-8"
         if faults.file_chunked:

@@ -21,7 +21,9 @@ events), so 400+ jobs and 400 open streams are cheap. Every job records `Job.sta
 jobs ever IN_PROGRESS at once (limit or not) since the last reset.
 
 A cancelled job completes at once with error "Request cancelled" (`CANCELLED_MESSAGE`); a content-policy
-refusal completes with ``error_type`` ``content_policy_violation`` (`CONTENT_POLICY_MESSAGE`).
+refusal completes with ``error_type`` ``content_policy_violation`` (`CONTENT_POLICY_MESSAGE`); a job given an
+input file the fake does not hold (expired: `FakeFal.expire_files`) completes with ``error_type``
+``file_download_error`` naming that input (`Job.error_field`), and is not billed.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Any
 from .images import render_image
 from .video import VideoSpec
 
-__all__ = ["CONTENT_POLICY_MESSAGE", "AccountQueue", "Job"]
+__all__ = ["CONTENT_POLICY_MESSAGE", "FILE_DOWNLOAD_ERROR", "FILE_DOWNLOAD_MESSAGE", "AccountQueue", "Job"]
 
 IN_QUEUE, IN_PROGRESS, COMPLETED = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
 CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "mp4": "video/mp4"}
@@ -49,6 +51,8 @@ CONTENT_POLICY_MESSAGE = (
     "The content could not be processed because it contained material flagged by a content checker."
 )
 CANCELLED_MESSAGE = "Request cancelled"
+FILE_DOWNLOAD_ERROR = "file_download_error"
+FILE_DOWNLOAD_MESSAGE = "Failed to download the file. Please check if the URL is accessible."
 
 
 def _iso(wall: float) -> str:
@@ -88,6 +92,7 @@ class Job:
     extra_images: int = 0  # images listed beyond num_images (the extra_images fault)
     error: str | None = None
     error_type: str | None = None
+    error_field: str | None = None  # the input a file_download_error names
     cancelled: bool = False
     completed_at: float | None = None
     base_url: str = ""

@@ -16,6 +16,9 @@ once); `connections_opened` (TCP connections to the fake accepted since the last
 `FakeFal.epoch`, None when not yet). `reset()` clears them; the high-water marks restart from what
 is open now.
 
+Files expire at fal: `expire_files()` makes every file served so far (results and uploads) gone, as an
+expired fal URL is (404; a job given one as an input fails with ``file_download_error``, not billed).
+
 `wait_for(condition, timeout)` blocks until a condition on what the fake records holds, looking again
 whenever it records something and whenever a job starts or completes by the clock; `sees` is the same
 for a test running in an event loop. Tests synchronise on them rather than sleep: a test that aims at
@@ -48,8 +51,17 @@ from .billing import DEFAULT_BALANCE_USD, charge
 from .faults import Faults
 from .foreign import ForeignServer
 from .handler import FILE_PATH, UPLOAD_PATH, RecordedRequest, Server
-from .images import fake_image_size, image_shape, size_for_shape
-from .jobs import CANCELLED_MESSAGE, COMPLETED, CONTENT_POLICY_MESSAGE, IN_QUEUE, AccountQueue, Job
+from .images import fake_image_size, image_shape, render_image, size_for_shape
+from .jobs import (
+    CANCELLED_MESSAGE,
+    COMPLETED,
+    CONTENT_POLICY_MESSAGE,
+    FILE_DOWNLOAD_ERROR,
+    FILE_DOWNLOAD_MESSAGE,
+    IN_QUEUE,
+    AccountQueue,
+    Job,
+)
 from .video import data_uri_bytes, planned_video, probe_mp4
 
 __all__ = ["FakeFal"]
@@ -102,6 +114,7 @@ class FakeFal:
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._files: dict[str, tuple[str, bytes]] = {}
+        self._expired_jobs: set[str] = set()  # request ids whose files are gone (`expire_files`)
         self._tokens: set[str] = set()
         self._server: Server | None = None
         self._base_url: str | None = None
@@ -211,6 +224,7 @@ class FakeFal:
             self.foreign_requests.clear()
             self.jobs.clear()
             self._files.clear()
+            self._expired_jobs.clear()
             self.faults.clear()
             self._accepted = 0
             self._queue.reset()
@@ -429,6 +443,12 @@ class FakeFal:
             self.balance_usd = left
             return True
 
+    def _refund(self, price: float) -> None:
+        """With `charge_balance`: give `price` back (a request fal refused for its input is not billed)."""
+        with self._lock:
+            if self.charge_balance:
+                self.balance_usd = round(self.balance_usd + price, 6)
+
     def _response_url(self, job: Job) -> str:
         return f"{self.url}/{job.app}/requests/{job.request_id}"
 
@@ -441,7 +461,8 @@ class FakeFal:
                 size = size_for_shape(shape[0], shape[1], resolution)
         return self._add_job(endpoint, rec, args["prompt"], num_images=args["num_images"], aspect_ratio=aspect,
                              resolution=resolution, output_format=args["output_format"], sync_mode=args["sync_mode"],
-                             image_urls=list(args.get("image_urls") or []), size=size, quality=args.get("quality"))
+                             image_urls=list(args.get("image_urls") or []), size=size, quality=args.get("quality"),
+                             unreadable_input=self._unreadable_input(args, ("image_urls",)))
 
     def _create_video_job(self, endpoint: str, args: dict[str, Any], shape: tuple[int, int, float] | None,
                           rec: RecordedRequest) -> Job:
@@ -450,7 +471,29 @@ class FakeFal:
         urls = args.get("reference_image_urls") or [args[name] for name in ("image_url", "video_url") if name in args]
         return self._add_job(endpoint, rec, args["prompt"], num_images=1, aspect_ratio=args.get("aspect_ratio", "auto"),
                              resolution=args.get("resolution", "auto"), output_format="mp4", sync_mode=False,
-                             image_urls=list(urls), size=(spec.width, spec.height), video=spec)
+                             image_urls=list(urls), size=(spec.width, spec.height), video=spec,
+                             unreadable_input=self._unreadable_input(
+                                 args, ("image_url", "reference_image_urls", "video_url")))
+
+    def _unreadable_input(self, args: dict[str, Any], fields: tuple[str, ...]) -> str | None:
+        """The first of `fields` naming a file of this fake that it no longer holds (`expire_files`, or never
+        had): the job fails as fal's does when it cannot download an input (`file_download_error`)."""
+        for name in fields:
+            value = args.get(name)
+            for url in value if isinstance(value, list) else [value]:
+                if not isinstance(url, str) or url.startswith("data:"):
+                    continue
+                if self.faults.inputs_unreadable or (url.startswith(f"{self.url}/files/")
+                                                     and self._stored_bytes(url) is None):
+                    return name
+        return None
+
+    def expire_files(self) -> None:
+        """Every file this fake serves now (results and uploads) is gone from now on, as fal's files expire: a GET
+        gives 404, and a job given one as an input fails with 422 ``file_download_error`` (and is not billed)."""
+        with self._lock:
+            self._expired_jobs.update(self.jobs)
+            self._files.clear()
 
     def _video_input_shape(self, args: dict[str, Any]) -> tuple[int, int, float] | None:
         """(width, height, seconds) of a video submit's first input image or video, when the fake can read it
@@ -477,11 +520,26 @@ class FakeFal:
                 stored = self._files.get(upload["key"])
             return stored[1] if stored else None
         match = FILE_PATH.match(path)
-        job = self.jobs.get(match["rid"]) if match else None
-        return job.video.data() if job is not None and job.video is not None else None
+        job = self.job_file_owner(match["rid"], int(match["index"]), match["ext"]) if match else None
+        if job is None:
+            return None
+        if job.video is not None:
+            return job.video.data()
+        return render_image(*job.image_size(int(match["index"])), job.output_format, int(match["index"]))
 
-    def _add_job(self, endpoint: str, rec: RecordedRequest, prompt: str, **fields: Any) -> Job:
-        """Register an accepted submit as a job, shaped by the faults set now."""
+    def job_file_owner(self, request_id: str, index: int, extension: str) -> Job | None:
+        """The job whose file `index`.`extension` this is, while the fake still serves it."""
+        with self._lock:
+            job = self.jobs.get(request_id)
+            if job is None or request_id in self._expired_jobs or index >= job.images_made \
+                    or extension != job.extension:
+                return None
+            return job
+
+    def _add_job(self, endpoint: str, rec: RecordedRequest, prompt: str, *, unreadable_input: str | None = None,
+                 **fields: Any) -> Job:
+        """Register an accepted submit as a job, shaped by the faults set now (`unreadable_input`: the input
+        field whose file the job cannot download)."""
         with self._lock:
             faults = self.faults
             now = time.monotonic()
@@ -489,7 +547,10 @@ class FakeFal:
             self._accepted += 1
             error, error_type = faults.complete_with_error, faults.complete_error_type
             every, words = faults.content_policy_every, faults.content_policy_prompts
-            if (
+            if unreadable_input is not None:
+                error, error_type = FILE_DOWNLOAD_MESSAGE, FILE_DOWNLOAD_ERROR
+                fields["error_field"] = unreadable_input
+            elif (
                 faults.content_policy
                 or (every and self._accepted % every == 0)
                 or (words and any(word in prompt for word in words))
