@@ -89,10 +89,12 @@ async def _upload(credentials: FalCredentials, image: torch.Tensor, index: int) 
 
 
 def _progress_text(reused: int, uploads: int) -> str:
-    if not uploads:
-        return "Reusing fal's image" if reused == 1 else f"Reusing fal's {reused} images"
-    text = f"Uploading {uploads} image{'s' if uploads > 1 else ''} to fal"
-    return f"Reusing fal's {reused} image{'s' if reused > 1 else ''}; {text[0].lower()}{text[1:]}" if reused else text
+    """What the node says: "Reusing fal's image", "Uploading 2 images to fal", or both."""
+    parts = ["reusing fal's image" if reused == 1 else f"reusing fal's {reused} images"] if reused else []
+    if uploads:
+        parts.append(f"uploading {uploads} image{'s' if uploads > 1 else ''} to fal")
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:]
 
 
 async def _references(node_id: str | None, images: list[torch.Tensor], reuse: bool) -> tuple[Reference, ...]:

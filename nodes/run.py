@@ -209,7 +209,7 @@ async def run_image_node(node_id: str | None, extra_pnginfo: Any,
 # ---- inputs fal already holds
 
 P = TypeVar("P")
-FILE_ERRORS = frozenset({"file_download_error", "image_load_error", "video_load_error"})
+FILE_ERRORS = frozenset({"file_download_error", "image_load_error"})  # fal's error types for an unreadable input
 
 
 class _ReusablePayload(Protocol):
@@ -217,7 +217,7 @@ class _ReusablePayload(Protocol):
     def reused_urls(self) -> frozenset[str]: ...
 
 
-def refused_a_reused_file(exc: InputRejectedError, payload: _ReusablePayload) -> bool:
+def _refused_a_reused_file(exc: InputRejectedError, payload: _ReusablePayload) -> bool:
     """fal refused an input file that the request sent by fal's own URL (a file fal no longer holds)."""
     reused = payload.reused_urls()
     value = payload.body().get(exc.field) if exc.field else None
@@ -235,7 +235,7 @@ async def reuse_fal_files(prepare: Callable[[bool], Awaitable[P]], payload_of: C
         return await go(prepared)
     except InputRejectedError as exc:
         payload = payload_of(prepared)
-        if not refused_a_reused_file(exc, payload):
+        if not _refused_a_reused_file(exc, payload):
             raise
         log.warning("[Grok Imagine] fal could not read an input file it held before (%s); uploading the inputs and "
                     "sending the request once more", exc.reason)

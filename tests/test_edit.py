@@ -132,3 +132,10 @@ async def test_cancel_during_the_upload_ends_as_an_interruption(fake_fal: FakeFa
         with pytest.raises(InterruptProcessingException):
             await asyncio.wait_for(run_node(Edit, image=image(), prompt="night", unique_id="5"), 5)
     assert fake_fal.submits == []
+
+
+async def test_fal_refusing_one_item_of_a_list_input_names_the_input(fake_fal: FakeFal) -> None:
+    queue = pack_module("fal_transport.queue").FalQueue(pack_module("fal_transport.credentials").resolve_credentials())
+    with pytest.raises(errors.InputRejectedError) as caught:  # fal's loc: ["body", "image_urls", 1]
+        await queue.submit("xai/grok-imagine-image/edit", {"prompt": "x", "image_urls": ["https://a.test/1.png", 7]})
+    assert caught.value.field == "image_urls" and "input 'image_urls'" in str(caught.value)

@@ -110,7 +110,7 @@ async def test_it_holds_across_runs_and_list_items_and_mixes_with_uploads(fake_f
     await run_node(Edit, image=made[1], image_2=loaded, prompt="combine", unique_id="6")
     await run_node(Edit, image=made[1], image_2=loaded, prompt="combine again", unique_id="7")
     assert len(fake_fal.uploads) == 1
-    assert host.texts_for("6")[0] == "Reusing fal's 1 image; uploading 1 image to fal"
+    assert host.texts_for("6")[0] == "Reusing fal's image; uploading 1 image to fal"
     assert host.texts_for("7")[0] == "Reusing fal's 2 images"
 
 

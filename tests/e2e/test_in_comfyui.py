@@ -224,6 +224,26 @@ def test_the_result_node_reloads_a_request_by_id_inside_comfyui(comfy: ComfyServ
     assert entry["outputs"]["2"]["images"]
 
 
+def test_a_grok_image_goes_into_the_next_grok_node_by_its_url_and_a_changed_one_is_uploaded(
+        comfy: ComfyServer, fal: FakeFal) -> None:
+    prompt = bust_cache(grok_prompt(1))
+    edit = {"prompt": "make it night", "num_images": 1, "aspect_ratio": "16:9", "resolution": "1k",
+            "output_format": "jpeg", "sync_mode": False, "seed": 0}
+    prompt |= {
+        "2": {"class_type": "FalGrokImagineEdit", "inputs": {"image": ["1", 0], **edit}},
+        "3": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "4": {"class_type": "FalGrokImagineEdit", "inputs": {"image": ["3", 0], **edit, "prompt": "make it dawn"}},
+        "102": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+        "104": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+    }
+    entry, _ = comfy.run(prompt)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    made = fal.jobs[fal.submits[0].request_id]
+    by_prompt = {submit.json["prompt"]: submit.json["image_urls"] for submit in fal.submits[1:]}
+    assert by_prompt["make it night"] == [image["url"] for image in made.result()["images"]]
+    assert len(fal.uploads) == 1 and by_prompt["make it dawn"][0].startswith(fal.url + "/files/uploads/")
+
+
 def set_balance_floor(comfy: ComfyServer, usd: float | None) -> None:
     """As the Settings panel does (its header passes the pack's write guard)."""
     request = urllib.request.Request(
