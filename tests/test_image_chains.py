@@ -86,6 +86,23 @@ async def test_an_image_another_node_changed_is_uploaded(fake_fal: FakeFal, host
     assert host.texts_for("5")[0] == "Uploading 1 image to fal"
 
 
+async def test_an_image_fitted_to_the_first_reference_is_not_fals_and_is_uploaded(fake_fal: FakeFal) -> None:
+    fitted, _, _ = await run_node(Edit, image=torch.full((1, 200, 320, 3), 0.4), prompt="night",
+                                  output_size="match first reference")
+    assert tuple(fitted.shape[1:3]) == (200, 320)
+    await run_node(Edit, image=fitted, prompt="dawn")
+    assert len(fake_fal.uploads) == 2, "the fitted image was uploaded, not sent as fal's larger original"
+
+
+async def test_the_result_nodes_images_go_by_url_too(fake_fal: FakeFal) -> None:
+    await run_node(Image, prompt="a harbour", aspect_ratio="2:1")
+    request_id = fake_fal.submits[0].request_id
+    loaded, _, _ = await run_node(pack_module("nodes.result_node").FalGrokImagineResult, request_id=request_id,
+                                  endpoint="xai/grok-imagine-image")
+    await run_node(Edit, image=loaded, prompt="make it night")
+    assert fake_fal.submits[1].json["image_urls"] == result_urls(fake_fal) and fake_fal.uploads == []
+
+
 async def test_an_unchanged_copy_goes_by_url_too(fake_fal: FakeFal) -> None:
     made, _, _ = await run_node(Image, prompt="a harbour", num_images=2)
     second = made[1:2].clone()  # what Image From Batch hands on
