@@ -85,6 +85,40 @@ def test_upload_and_auto_aspect(fake_fal: FakeFal, fal_http: httpx.Client) -> No
     assert (image["width"], image["height"]) == (512, 1024)
 
 
+def test_a_result_image_is_an_input_until_its_file_expires(fake_fal: FakeFal, fal_http: httpx.Client) -> None:
+    fake_fal.charge_balance = True
+    made = submit(fal_http, aspect_ratio="2:1").json()
+    wait_completed(fal_http, made["status_url"])
+    (image,) = fal_http.get(made["response_url"]).json()["images"]
+    chained = submit(fal_http, EDIT, image_urls=[image["url"]]).json()  # auto: the shape of fal's own file
+    wait_completed(fal_http, chained["status_url"])
+    assert fal_http.get(chained["response_url"]).json()["images"][0]["width"] == 1024
+
+    fake_fal.expire_files()
+    assert httpx.get(image["url"]).status_code == 404
+    balance = fake_fal.balance_usd
+    refused = submit(fal_http, EDIT, image_urls=[image["url"]]).json()
+    assert wait_completed(fal_http, refused["status_url"])["error_type"] == "file_download_error"
+    answer = fal_http.get(refused["response_url"])
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", "image_urls"]
+    assert answer.json()["detail"][0]["type"] == "file_download_error" and fake_fal.balance_usd == balance
+
+    fake_fal.faults.update({"inputs_unreadable": True})
+    foreign = submit(fal_http, EDIT, image_urls=["https://example.com/a.png"]).json()
+    assert wait_completed(fal_http, foreign["status_url"])["error_type"] == "file_download_error"
+
+
+def test_photo_like_images_carry_a_photographs_detail(fake_fal: FakeFal, fal_http: httpx.Client) -> None:
+    sizes = []
+    for photo_like in (False, True):
+        fake_fal.faults.update({"photo_like_images": photo_like})
+        handle = submit(fal_http).json()
+        wait_completed(fal_http, handle["status_url"])
+        (image,) = fal_http.get(handle["response_url"]).json()["images"]
+        sizes.append(len(httpx.get(image["url"]).content))
+    assert sizes[1] > 10 * sizes[0] and sizes[1] > 200_000
+
+
 def test_grok_imagine_2_endpoints(fake_fal: FakeFal, fal_http: httpx.Client) -> None:
     assert V2_ENDPOINTS == (V2_TEXT, V2_EDIT)
     assert isinstance(ENDPOINTS, tuple) and isinstance(TEXT_ENDPOINTS, tuple) and isinstance(EDIT_ENDPOINTS, tuple)

@@ -21,14 +21,16 @@ ones is recorded as a `RecordedRequest` (see `fake_fal.server`).
     ``: ping`` about once a second, and the connection closes after COMPLETED.
 ``GET  .../requests/ID``
     The result: 400 while running; the job's result JSON (`Job.result`: its images, or its video);
-    a content-policy failure gives 422 with ``type: content_policy_violation``, a cancelled job 400,
-    another failure 500.
+    a content-policy failure gives 422 with ``type: content_policy_violation``, an input file the fake does not
+    hold 422 with ``type: file_download_error`` (``loc: ["body", FIELD]``), a cancelled job 400, another
+    failure 500.
 ``PUT  .../requests/ID/cancel``
     202 ``{"status": "CANCELLATION_REQUESTED"}`` (the job completes with error "Request
     cancelled") or 400 ``{"status": "ALREADY_COMPLETED"}``.
 ``GET  /files/ID/N.ext``
     File N of a job's result (an image, or the MP4 of a video job), no auth (whether one was sent is
-    recorded); the ``image_*`` faults and ``cdn_latency`` act on every file.
+    recorded), 404 once expired (`FakeFal.expire_files`); the ``image_*`` faults and ``cdn_latency`` act on
+    every file.
 ``POST /storage/auth/token?storage_type=fal-cdn-v3`` (Key auth)
     ``{"token", "token_type": "Bearer", "base_url", "expires_at"}``.
 ``POST /files/upload`` (``Authorization: Bearer <token>``, raw body, ``Content-Type``,
