@@ -1,8 +1,11 @@
-"""Shared fixtures: the pack loaded as ComfyUI loads it, and the project's fake fal server."""
+"""Shared fixtures: the pack loaded as ComfyUI loads it, the project's fake fal server, and ComfyUI's host modules
+stood in (`host`)."""
 
 from __future__ import annotations
 
 import logging
+import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -10,6 +13,8 @@ from types import ModuleType
 import httpx
 import pytest
 from comfy_like import TEST_KEY, load_pack, pack_module
+from fake_comfy import FakeHost, fake_comfy
+from fake_comfy_video import VideoFromComponents, VideoFromFile
 from fake_fal import FakeFal
 
 
@@ -58,3 +63,13 @@ def _fresh_process_state() -> Iterator[None]:
     process_state.reset()
     yield
     process_state.reset()
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[FakeHost]:
+    """ComfyUI's host modules stood in (`fake_comfy`: progress, Cancel, the temp folder), with its VIDEO types
+    (comfy_api.latest.InputImpl)."""
+    with fake_comfy(tmp_path / "temp") as comfy:
+        sys.modules["comfy_api.latest"].InputImpl = types.SimpleNamespace(  # type: ignore[attr-defined]
+            VideoFromFile=VideoFromFile, VideoFromComponents=VideoFromComponents)
+        yield comfy

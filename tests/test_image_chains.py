@@ -6,16 +6,13 @@ upload, and the refused request is not paid for."""
 from __future__ import annotations
 
 import os
-import sys
-import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from comfy_like import pack_module, run_node, run_node_over_list
-from fake_comfy import FakeHost, fake_comfy
-from fake_comfy_video import VideoFromComponents, VideoFromFile
+from fake_comfy import FakeHost
 from fake_fal import FakeFal
 
 errors = pack_module("fal_transport.errors")
@@ -27,15 +24,6 @@ Edit2 = pack_module("nodes.edit").FalGrokImagine2Edit
 video_nodes = pack_module("nodes.video")
 Video, ReferenceVideo, Extend = (video_nodes.FalGrokImagineVideo, video_nodes.FalGrokImagineReferenceVideo,
                                  video_nodes.FalGrokImagineVideoExtend)
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[FakeHost]:
-    """ComfyUI's host modules (progress text, VIDEO types)."""
-    with fake_comfy(tmp_path / "temp") as comfy:
-        sys.modules["comfy_api.latest"].InputImpl = types.SimpleNamespace(  # type: ignore[attr-defined]
-            VideoFromFile=VideoFromFile, VideoFromComponents=VideoFromComponents)
-        yield comfy
 
 
 def result_urls(fake: FakeFal, index: int = 0) -> list[str]:

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
-import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from comfy_like import pack_module, run_node, run_node_over_list, run_node_raw
-from fake_comfy import FakeHost, InterruptProcessingException, fake_comfy
+from fake_comfy import FakeHost, InterruptProcessingException
 from fake_comfy_video import VideoComponents, VideoFromComponents, VideoFromFile
 from fake_fal import FakeFal
 from fake_fal.video import LAST_RGB, write_mp4
@@ -31,15 +28,6 @@ Video, Reference = video.FalGrokImagineVideo, video.FalGrokImagineReferenceVideo
 Edit, Extend = video.FalGrokImagineVideoEdit, video.FalGrokImagineVideoExtend
 VideoResult = video.FalGrokImagineVideoResult
 APP_PATH = "/xai/grok-imagine-video"
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[FakeHost]:
-    """ComfyUI's host modules, with its VIDEO types (comfy_api.latest.InputImpl) and a temp folder."""
-    with fake_comfy(tmp_path / "temp") as comfy:
-        sys.modules["comfy_api.latest"].InputImpl = types.SimpleNamespace(  # type: ignore[attr-defined]
-            VideoFromFile=VideoFromFile, VideoFromComponents=VideoFromComponents)
-        yield comfy
 
 
 def image(width: int = 320, height: int = 200, batch: int = 1, value: float = 0.5) -> torch.Tensor:
