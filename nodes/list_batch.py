@@ -24,7 +24,7 @@ from ..fal_transport.errors import BalanceError, SpendLimitError
 from ..fal_transport.journal import Journal
 from ..fal_transport.lifecycle import FalRequest, settle
 from ..fal_transport.process_state import current
-from .progress import NodeProgress
+from .progress import NodeProgress, RequestProgress
 
 # Turns of the event loop without a new run before a batch counts as whole (ComfyUI starts a list item a turn).
 SETTLE_TURNS = 3
@@ -114,10 +114,22 @@ class BatchMember:
     index: int = 0  # the item's place in the list
     decided: bool = False
     priced: bool = False
+    requests: list[RequestProgress] = field(default_factory=list)  # the progress of this run's requests
 
     @property
     def progress(self) -> NodeProgress:
         return self.batch.progress
+
+    def request_progress(self, label: str = "") -> RequestProgress:
+        """The progress of one more request of this run, on the node."""
+        progress = self.progress.request(label)
+        self.requests.append(progress)
+        return progress
+
+    def send_again(self) -> None:
+        """This run sends its requests again (fal refused an input file): those so far leave the node's count."""
+        self.progress.drop(self.requests)
+        self.requests = []
 
     def decide(self) -> None:
         """This run was sent (or found its images elsewhere), or was refused."""

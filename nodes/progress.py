@@ -45,6 +45,11 @@ class NodeProgress:
         self.requests.append(progress)
         return progress
 
+    def drop(self, requests: list[RequestProgress]) -> None:
+        """These requests no longer count (a run sends them again)."""
+        dropped = {id(request) for request in requests}
+        self.requests = [r for r in self.requests if id(r) not in dropped]
+
     def show(self, latest: RequestProgress, text: str) -> None:
         if self.prompts > 1:
             now = time.monotonic()

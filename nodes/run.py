@@ -201,7 +201,7 @@ async def run_image_node(node_id: str | None, extra_pnginfo: Any,
             return node_output(generation, endpoint=image_run.request.endpoint, node_id=node_id, member=member,
                                extra_pnginfo=extra_pnginfo)
 
-        return await reuse_fal_files(prepare, lambda image_run: image_run.request, go)
+        return await reuse_fal_files(member, prepare, lambda image_run: image_run.request, go)
 
     return await run_node(node_id, work)
 
@@ -225,11 +225,12 @@ def _refused_a_reused_file(exc: InputRejectedError, payload: _ReusablePayload) -
         url in reused for url in (value if isinstance(value, list) else [value])))
 
 
-async def reuse_fal_files(prepare: Callable[[bool], Awaitable[P]], payload_of: Callable[[P], _ReusablePayload],
-                          go: Callable[[P], Awaitable[T]]) -> T:
+async def reuse_fal_files(member: BatchMember, prepare: Callable[[bool], Awaitable[P]],
+                          payload_of: Callable[[P], _ReusablePayload], go: Callable[[P], Awaitable[T]]) -> T:
     """Run `go` on what `prepare(reuse=True)` gives: inputs fal already holds go by fal's own URL, with no
     upload. When fal refuses such a file (it expired), the run is prepared again with every input uploaded
-    and sent once more; the refused request is not billed (fal bills no 4xx), so nothing is paid twice."""
+    and sent once more (the refused request leaves the node's progress); the refused request is not billed
+    (fal bills no 4xx), so nothing is paid twice."""
     prepared = await prepare(True)
     try:
         return await go(prepared)
@@ -241,6 +242,7 @@ async def reuse_fal_files(prepare: Callable[[bool], Awaitable[P]], payload_of: C
                     "sending the request once more", exc.reason)
         for url in payload.reused_urls():
             fal_images.forget(url)
+        member.send_again()
         return await go(await prepare(False))
 
 
@@ -266,7 +268,7 @@ async def generate(image_run: ImageRun, member: BatchMember) -> Generation:
     out = OutputBatch(image_run.request.num_images, key=image_run.request.size_key(),
                       expected=image_run.expected_size, fixed=image_run.fixed_size)
     labels = [f"[{i + 1}/{len(parts)}] " if len(parts) > 1 else "" for i in range(len(parts))]
-    progress = [member.progress.request(label) for label in labels]
+    progress = [member.request_progress(label) for label in labels]
     first_slots = [sum(p.num_images for p in parts[:i]) for i in range(len(parts))]
 
     def on_status(status: QueueStatus) -> None:

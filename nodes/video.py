@@ -124,7 +124,7 @@ async def make_video(request: api.VideoRequest, member: BatchMember) -> Clip:
     """The video of one run: an earlier request with the same inputs collected free, or a new one sent once the
     fal balance and the daily limit allow its price."""
     session = Session.open()
-    progress = member.progress.request()
+    progress = member.request_progress()
     fal_request = session.request(request, progress)
     try:
         [clip] = await send(session, member, [fal_request],
@@ -147,7 +147,7 @@ async def run_video_node(node_id: str | None, extra_pnginfo: Any,
             return video_output(clip, endpoint=request.endpoint, node_id=node_id, member=member,
                                 extra_pnginfo=extra_pnginfo)
 
-        return await reuse_fal_files(prepare, lambda request: request, go)
+        return await reuse_fal_files(member, prepare, lambda request: request, go)
 
     return await run_node(node_id, work)
 

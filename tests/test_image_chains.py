@@ -146,6 +146,15 @@ async def test_an_expired_url_falls_back_to_one_upload_and_is_not_paid_twice(fak
     assert fake_fal.submits[3].json["image_urls"] == sent.json["image_urls"] and len(fake_fal.uploads) == 1
 
 
+async def test_a_list_whose_urls_expired_ends_without_a_failure_on_the_node(fake_fal: FakeFal, host: FakeHost) -> None:
+    made = [images for images, _, _ in await run_node_over_list(Image, prompt=["a ship", "a storm"],
+                                                                aspect_ratio=["2:1", "1:2"])]
+    fake_fal.expire_files()
+    await run_node_over_list(Edit, image=made, prompt=["at night", "at dawn"], aspect_ratio="1:1", unique_id="5")
+    assert len(fake_fal.submits) == 6 and len(fake_fal.uploads) == 2
+    assert host.texts_for("5")[-1].startswith("Batch of 2 prompts: 2 done, 0 running, 0 queued at fal\n")
+
+
 async def test_the_fallback_is_tried_once(fake_fal: FakeFal) -> None:
     made, _, _ = await run_node(Image, prompt="a harbour")
     fake_fal.faults.update({"inputs_unreadable": True})
