@@ -151,13 +151,6 @@ def under_way(request_id: str) -> concurrent.futures.Future[bool] | None:
         return state.cancelling.get(request_id)
 
 
-def let_go(journal: Journal, request_id: str) -> None:
-    """The caller is done with the request: release its claim, unless a cancel of it is under way
-    (which releases it once fal answered)."""
-    if under_way(request_id) is None:
-        journal.release(request_id)
-
-
 async def briefly(answered: concurrent.futures.Future[bool], seconds: float = GRACE_S) -> bool:
     """Wait at most `seconds` for fal's answer to a cancel: True when fal accepted it by then."""
     waiting = asyncio.wrap_future(answered)
