@@ -20,6 +20,7 @@ import logging
 import math
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,11 +186,22 @@ class Reservation:
 
     def release(self) -> None:
         """The run ended: what it did not spend is no longer set aside."""
-        if not self._held:
-            return
+        release_all([self])
+
+
+def release_all(reservations: Iterable[Reservation]) -> None:
+    """Runs ended: what they did not spend is no longer set aside, in one transaction per state directory (a
+    list of prompts that ends at once gives its reservations back in one write)."""
+    by_directory: dict[Path, list[Reservation]] = {}
+    for reservation in reservations:
+        if reservation._held:
+            by_directory.setdefault(reservation.ledger.directory, []).append(reservation)
+    for directory, held in by_directory.items():
         try:
-            with database(self.ledger.directory).write() as db:
-                db.execute("DELETE FROM reservations WHERE id = ?", (self.reservation_id,))
-            self._held = False
+            with database(directory).write() as db:
+                db.executemany("DELETE FROM reservations WHERE id = ?", [(r.reservation_id,) for r in held])
         except StateError:
-            log.warning("[Grok Imagine] could not release a spend reservation", exc_info=True)
+            log.warning("[Grok Imagine] could not release %d spend reservation(s)", len(held), exc_info=True)
+            continue
+        for reservation in held:
+            reservation._held = False
