@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from .aio import Deadline
 from .http import Worker, worker
-from .journal import Journal
+from .journal import Journal, JournalState
 from .process_state import current
 from .queue import CANCEL_TIMEOUT_S, FalQueue, RequestHandle
 
@@ -87,12 +87,9 @@ class Canceller:
             _settle(cancel, accepted=False)
             raise
         if answer.accepted:
-            cancel.journal.mark(request_id, "cancelled")
-            _settle(cancel, accepted=True)
+            _settle(cancel, accepted=True, state="cancelled")
         elif answer.final:
-            if answer.unknown:
-                cancel.journal.mark(request_id, "lost")
-            _settle(cancel, accepted=False)
+            _settle(cancel, accepted=False, state="lost" if answer.unknown else None)
         elif time.monotonic() - cancel.asked_at > KEEP_TRYING_S:
             log.warning("[Grok Imagine] fal did not take the cancel of request %s in %d attempts over %.0f s; it "
                         "stays in the request journal for the next run with the same inputs to collect",
@@ -108,14 +105,15 @@ class Canceller:
             self.background.loop.call_later(delay, self.add, cancel)
 
 
-def _settle(cancel: _Cancel, *, accepted: bool) -> None:
-    """fal answered for good (or will not): the request is released and its waiters told."""
+def _settle(cancel: _Cancel, *, accepted: bool, state: JournalState | None = None) -> None:
+    """fal answered for good (or will not): the request is released (marked `state` first, in the same
+    transaction) and its waiters told."""
     request_id = cancel.handle.request_id
-    state = current()
-    with state.lock:
-        if state.cancelling.get(request_id) is cancel.answered:
-            del state.cancelling[request_id]
-    cancel.journal.release(request_id)
+    process = current()
+    with process.lock:
+        if process.cancelling.get(request_id) is cancel.answered:
+            del process.cancelling[request_id]
+    cancel.journal.release(request_id, state=state)
     if not cancel.answered.done():
         cancel.answered.set_result(accepted)
 
@@ -151,13 +149,6 @@ def under_way(request_id: str) -> concurrent.futures.Future[bool] | None:
     state = current()
     with state.lock:
         return state.cancelling.get(request_id)
-
-
-def let_go(journal: Journal, request_id: str) -> None:
-    """The caller is done with the request: release its claim, unless a cancel of it is under way
-    (which releases it once fal answered)."""
-    if under_way(request_id) is None:
-        journal.release(request_id)
 
 
 async def briefly(answered: concurrent.futures.Future[bool], seconds: float = GRACE_S) -> bool:

@@ -102,7 +102,7 @@ class FalRequest:
     reservation: Reservation | None = None  # charged when fal accepts a new request
     handle: RequestHandle | None = None
     recovering: bool = False  # loaded by its id: never submitted, never cancelled, marked collected when done
-    _sending: concurrent.futures.Future[bool] | None = field(default=None, repr=False)
+    _sending: concurrent.futures.Future[bool] | None = field(default=None, repr=False)  # its cancel (holds the claim)
     _journalled: bool = field(default=True, repr=False)  # a request loaded by its id may be unknown to the journal
     _handed_on: bool = field(default=False, repr=False)
 
@@ -183,8 +183,8 @@ class FalRequest:
                 try:
                     data = await self._follow()
                 except BaseException:
-                    if cancels.under_way(self.handle.request_id) is not None:
-                        claim.keep()  # the cancel under way releases it once fal answered
+                    if self._sending is not None:
+                        claim.keep()  # the cancel took the claim over: it releases it once fal answered
                     raise
                 claim.keep()
             return data
@@ -198,10 +198,10 @@ class FalRequest:
             self.journal.mark(self.request_id, "collected")
 
     def release(self) -> None:
-        """This process no longer follows the request (unless a cancel of it is under way, which releases it
-        once fal answered)."""
-        if self.handle is not None and not self.recovering:
-            cancels.let_go(self.journal, self.handle.request_id)
+        """This process no longer follows the request (unless it was cancelled: the cancel took the claim over,
+        and releases it once fal answered)."""
+        if self.handle is not None and not self.recovering and self._sending is None:
+            self.journal.release(self.handle.request_id)
 
     # ---- at fal
     async def status(self) -> QueueStatus:

@@ -10,7 +10,8 @@ batch has been decided, says how many prompts did not run.
 
 Before any run sends anything, the batch's whole price (every run's, once each has put it in or
 ended) is judged once against the fal balance (`pay_together`): a batch the balance cannot pay does
-not start.
+not start. What its runs set aside against the daily limit and did not spend goes back together
+(`give_back`): a list that ends at once, at a Cancel, makes one write for it, not one per prompt.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from ..fal_transport.errors import BalanceError, SpendLimitError
 from ..fal_transport.journal import Journal
+from ..fal_transport.ledger import Reservation, release_all
 from ..fal_transport.lifecycle import FalRequest, settle
 from ..fal_transport.process_state import current
 from .progress import NodeProgress, RequestProgress
@@ -67,6 +69,7 @@ class NodeBatch:
     journal: Journal | None = None
     unpriced: int = 0  # runs under way that have not yet put their price in
     price_round: _PriceRound = field(default_factory=_PriceRound)
+    ended_reservations: list[Reservation] = field(default_factory=list)  # of runs that ended, to give back
     _decided: asyncio.Event = field(default_factory=asyncio.Event)
     _priced: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -102,8 +105,13 @@ class NodeBatch:
             return
         if _running().get(self.key) is self:
             del _running()[self.key]
+        self._give_back()
         if self.journal is not None:
             settle(self.journal, self.collected, used=not self.failed)
+
+    def _give_back(self) -> None:
+        ended, self.ended_reservations = self.ended_reservations, []
+        release_all(ended)
 
 
 @dataclass
@@ -186,6 +194,15 @@ class BatchMember:
             f"{error.reason} The daily limit stopped this batch: {batch.refused} of its {batch.joined} prompts did "
             "not run (nothing was sent for them); the others ran, and what they made stays in the request journal "
             "for the next run of the same list to collect without paying again.")
+
+    def give_back(self, reservation: Reservation) -> None:
+        """This run is done with its spend reservation: what it did not spend is given back with what the batch's
+        other runs ending in the same turn of the event loop did not (a list that ends at once, at a Cancel, makes
+        one write, not one per prompt on the prompt's thread), and at the latest when the batch ends."""
+        batch = self.batch
+        batch.ended_reservations.append(reservation)
+        if len(batch.ended_reservations) == 1:
+            asyncio.get_running_loop().call_soon(batch._give_back)
 
     def provenance(self, entry: dict[str, Any]) -> list[dict[str, Any]]:
         """Add this item's provenance `entry`; every item's entry so far, in list order, each naming its

@@ -36,6 +36,7 @@ class NodeProgress:
         self.node_id = node_id
         self.prompts = 0  # list items of this node running now (1 without a list)
         self.requests: list[RequestProgress] = []
+        self.stages: dict[Stage, int] = dict.fromkeys(_BAR_AT, 0)  # how many requests are at each stage
         self._bar: host.ProgressBar | None = None
         self._bar_value = -1
         self._rendered_at = 0.0
@@ -43,17 +44,25 @@ class NodeProgress:
     def request(self, label: str = "") -> RequestProgress:
         progress = RequestProgress(self, label)
         self.requests.append(progress)
+        self.stages[progress.stage] += 1
         return progress
 
     def drop(self, requests: list[RequestProgress]) -> None:
         """These requests no longer count (a run sends them again)."""
         dropped = {id(request) for request in requests}
+        for request in self.requests:
+            if id(request) in dropped:
+                self.stages[request.stage] -= 1
         self.requests = [r for r in self.requests if id(r) not in dropped]
+
+    def _moved(self, was: Stage, now: Stage) -> None:
+        self.stages[was] -= 1
+        self.stages[now] += 1
 
     def show(self, latest: RequestProgress, text: str) -> None:
         if self.prompts > 1:
             now = time.monotonic()
-            final = all(r.stage in ("done", "failed") for r in self.requests)
+            final = self.stages["done"] + self.stages["failed"] == len(self.requests)
             if now - self._rendered_at < _BATCH_RENDER_EVERY_S and not final:
                 return
             self._rendered_at = now
@@ -64,9 +73,7 @@ class NodeProgress:
         self._update_bar()
 
     def summary(self) -> str:
-        counts = {stage: 0 for stage in _BAR_AT}
-        for request in self.requests:
-            counts[request.stage] += 1
+        counts = self.stages
         parts = [f"{counts['done']} done", f"{counts['running'] + counts['downloading']} running",
                  f"{counts['queued']} queued at fal"]
         if counts["waiting"]:
@@ -78,7 +85,7 @@ class NodeProgress:
     def _update_bar(self) -> None:
         if not self.requests:
             return
-        value = sum(_BAR_AT[r.stage] for r in self.requests) // len(self.requests)
+        value = sum(_BAR_AT[stage] * count for stage, count in self.stages.items()) // len(self.requests)
         if value <= self._bar_value:
             return
         if self._bar is None:
@@ -101,9 +108,14 @@ class RequestProgress:
     _last_log: str = ""
     _shown_at: float = 0.0
 
+    def _enter(self, stage: Stage) -> None:
+        if stage != self.stage:
+            self.node._moved(self.stage, stage)
+            self.stage = stage
+
     def _show(self, text: str, stage: Stage | None = None) -> None:
         if stage is not None:
-            self.stage = stage
+            self._enter(stage)
         self._shown_at = time.monotonic()
         self.node.show(self, text)
 
@@ -170,5 +182,5 @@ class RequestProgress:
                    "done")
 
     def failed(self) -> None:
-        self.stage = "failed"
+        self._enter("failed")
         self.node._update_bar()

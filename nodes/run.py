@@ -117,7 +117,7 @@ async def send(session: Session, member: BatchMember, requests: Sequence[FalRequ
             return await _all_or_none([run_each(request, index) for index, request in enumerate(requests)])
         finally:
             if reservation is not None:
-                reservation.release()
+                member.give_back(reservation)
 
 
 async def _all_or_none(work: list[Awaitable[T]]) -> list[T]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -56,6 +57,32 @@ async def test_cancel_of_a_long_prompt_list_ends_the_node_and_cancels_every_requ
         assert host.interrupts_raised >= 1
     else:  # 0.38's set_progress leaves the flag alone
         assert host.interrupts_raised == 0 and host.bar_updates
+
+
+def set_aside_usd() -> tuple[int, float]:
+    """The spend reservations in the state database: how many, and what they hold against the daily limit."""
+    database = sqlite3.connect(Path(os.environ["GROK_IMAGINE_STATE_DIR"]) / "state.sqlite3")
+    try:
+        return database.execute("SELECT COUNT(*), TOTAL(usd) FROM reservations").fetchone()
+    finally:
+        database.close()
+
+
+async def test_cancel_of_a_list_while_its_submits_wait_gives_back_all_it_set_aside_by_the_time_it_ends(
+    fake_fal: FakeFal, tmp_path: Path
+) -> None:
+    # fal answers each submit after a while: when the user cancels, most of the list waits for a submit slot.
+    fake_fal.faults.update({"submit_delay": 0.5, "never_complete": True})
+    with fake_comfy(tmp_path) as host:
+        run = asyncio.ensure_future(run_node_over_list(Node, prompt=prompts(60), num_images=1, unique_id="6"))
+        assert await fake_fal.sees(lambda f: len(f.submits) >= 1, 30)
+        assert set_aside_usd()[0] > 0  # every prompt of the list set its price aside before sending
+        host.interrupted = True  # the user's Cancel
+        with pytest.raises(InterruptProcessingException):
+            await asyncio.wait_for(run, 30)
+        assert set_aside_usd() == (0, 0.0)  # nothing of the list holds the daily limit back any longer
+    assert len(fake_fal.submits) < 60  # some prompts were never sent
+    assert await fake_fal.sees(every_accepted_request_cancelled, 30)
 
 
 def journal_state(request_id: str) -> str:
