@@ -23,6 +23,7 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,9 +121,10 @@ def fit_to(image: Image.Image, width: int, height: int) -> Image.Image:
     return ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
 
 
-def write_into(out: np.ndarray, image: Image.Image, *, index: int = 0) -> None:
+def write_into(out: np.ndarray, image: Image.Image, *, index: int = 0, digest: Any = None) -> None:
     """Write an RGB image into a float32 [H, W, 3] slot as values in 0..1, a strip of rows at a time (a mode F
-    image, already 0..1, into all three channels).
+    image, already 0..1, into all three channels); `digest` (a hashlib object, for an RGB image of the slot's
+    size) is fed the uint8 rows on the way.
 
     An image of another size than the slot is fitted to it first (with a warning in the log)."""
     height, width = out.shape[:2]
@@ -136,6 +138,8 @@ def write_into(out: np.ndarray, image: Image.Image, *, index: int = 0) -> None:
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
         strip = image.crop((0, top, width, bottom)).tobytes()
+        if digest is not None:
+            digest.update(strip)
         target = out[top:bottom]
         if image.mode == "F":
             np.copyto(target, np.frombuffer(strip, np.float32).reshape(bottom - top, width, 1))

@@ -116,24 +116,19 @@ class BatchBuilder:
             self._placed.add(slot)
             return batch[slot]
 
-    def put(self, slot: int, image: Image.Image, request_id: str | None = None) -> bool:
-        """Write a decoded RGB image into `slot`; False if it does not fit the batch (another size than
-        the images placed before it, or a slot beyond `count`)."""
+    def put(self, slot: int, image: Image.Image, request_id: str | None = None, digest: Any = None) -> bool:
+        """Write a decoded RGB image into `slot` (`digest`: fed its rows, see `write_into`); False if it does not
+        fit the batch (another size than the images placed before it, or a slot beyond `count`)."""
         target = self._slot_view(slot, *image.size, request_id)
         if target is None:
             return False
         try:
-            write_into(target.numpy(), image, index=slot)
+            write_into(target.numpy(), image, index=slot, digest=digest)
         except BaseException:
             with self._lock:
                 self._placed.discard(slot)
             raise
         return True
-
-    def placed(self, slot: int) -> torch.Tensor:
-        """The image written into `slot` (by `put`)."""
-        assert self._batch is not None and slot in self._placed
-        return self._batch[slot]
 
     def put_placeholder(self, slot: int, width: int, height: int) -> None:
         target = self._slot_view(slot, width, height)
@@ -241,9 +236,11 @@ class OutputBatch:
         """Decode one image into its slot; an image placed as fal made it (not fitted to another size) is
         remembered as fal's file at `url` (`fal_images`), unless it came inline (sync mode: no URL)."""
         decoded = decode_image(data, index=index, request_id=request_id)
-        if self.builder.put(slot, decoded.image, request_id) and not url.startswith("data:") \
-                and self.builder.fixed in (None, (decoded.width, decoded.height)):
-            fal_images.remember(fal_images.pixel_digest(self.builder.placed(slot)), url)
+        as_fal_made_it = decoded.image.mode == "RGB" and not url.startswith("data:") \
+            and self.builder.fixed in (None, (decoded.width, decoded.height))
+        digest = fal_images.rows_digest(decoded.width, decoded.height) if as_fal_made_it else None
+        if self.builder.put(slot, decoded.image, request_id, digest) and digest is not None:
+            fal_images.remember(digest.hexdigest(), url)
         return FetchedImage(data, decoded.file_format, decoded.width, decoded.height, slot)
 
     def placeholders(self, first_slot: int, count: int, size: tuple[int, int]) -> list[FetchedImage]:

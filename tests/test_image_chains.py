@@ -91,6 +91,12 @@ async def test_the_result_nodes_images_go_by_url_too(fake_fal: FakeFal) -> None:
     assert fake_fal.submits[1].json["image_urls"] == result_urls(fake_fal) and fake_fal.uploads == []
 
 
+async def test_a_change_below_one_8_bit_level_uploads_the_same_pixels_so_it_goes_by_url(fake_fal: FakeFal) -> None:
+    made, _, _ = await run_node(Image, prompt="a harbour")
+    await run_node(Edit, image=made * 1.0005, prompt="make it night")  # the PNG of it: fal's pixels exactly
+    assert fake_fal.submits[1].json["image_urls"] == result_urls(fake_fal) and fake_fal.uploads == []
+
+
 async def test_an_unchanged_copy_goes_by_url_too(fake_fal: FakeFal) -> None:
     made, _, _ = await run_node(Image, prompt="a harbour", num_images=2)
     second = made[1:2].clone()  # what Image From Batch hands on
