@@ -1,4 +1,4 @@
-"""Row 8: Cancel of a list of 1,000 prompts waiting at fal.
+"""Row 9: Cancel of a list of 1,000 prompts waiting at fal.
 
 1,000 prompts fed to one Grok node as a ComfyUI list feeds it (`run_node_over_list`, in a fresh event loop on
 the prompt thread) against a fake (in this process) that runs two jobs at a time and never finishes one, so
@@ -69,11 +69,11 @@ def measure_cancel(state_root: Path, s: Any, report: h.Report) -> None:
     end = h.median([r["end"] for r in runs]) * 1e3
     cancels = h.median([r["cancels"] for r in runs]) * 1e3
     rows = [{"figure": "Cancel -> the prompt ends", "ms": end, "target ms": END_TARGET_MS,
-             "met": report.check("8 cancel of 1,000: prompt ends", end, END_TARGET_MS, "ms")},
+             "met": report.check("9 cancel of 1,000: prompt ends", end, END_TARGET_MS, "ms")},
             {"figure": "Cancel -> the last cancel reaches fal", "ms": cancels, "target ms": CANCELS_TARGET_MS,
-             "met": report.check("8 cancel of 1,000: all cancels at fal", cancels, CANCELS_TARGET_MS, "ms")}]
+             "met": report.check("9 cancel of 1,000: all cancels at fal", cancels, CANCELS_TARGET_MS, "ms")}]
     runs_note = "; ".join(f"ended {r['end']:.2f} s ({r['outcome']}), {r['cancelled']}/{r['accepted']} cancels at fal "
                           f"by {r['cancels']:.2f} s, submit phase {r['submit phase s']:.1f} s" for r in runs)
-    report.table("cancel", f"8. Cancel of {PROMPTS} prompts into one node, {ACCOUNT_CONCURRENCY} running at fal and "
+    report.table("cancel", f"9. Cancel of {PROMPTS} prompts into one node, {ACCOUNT_CONCURRENCY} running at fal and "
                  f"the rest queued; median of {len(runs)} run(s)", rows, f"runs: {runs_note}")
     report.tables["cancel"][0]["runs"] = runs
