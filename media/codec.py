@@ -121,10 +121,10 @@ def fit_to(image: Image.Image, width: int, height: int) -> Image.Image:
     return ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
 
 
-def write_into(out: np.ndarray, image: Image.Image, *, index: int = 0, digest: Any = None) -> None:
+def write_into(out: np.ndarray, image: Image.Image, *, index: int = 0, rows: Any = None) -> None:
     """Write an RGB image into a float32 [H, W, 3] slot as values in 0..1, a strip of rows at a time (a mode F
-    image, already 0..1, into all three channels); `digest` (a hashlib object, for an RGB image of the slot's
-    size) is fed the uint8 rows on the way.
+    image, already 0..1, into all three channels); `rows` (for an RGB image of the slot's size: anything with
+    `update(bytes)`) is fed its uint8 rows on the way.
 
     An image of another size than the slot is fitted to it first (with a warning in the log)."""
     height, width = out.shape[:2]
@@ -134,12 +134,12 @@ def write_into(out: np.ndarray, image: Image.Image, *, index: int = 0, digest: A
             index + 1, image.width, image.height, width, height,
         )
         image = fit_to(image, width, height)
-    rows = max(1, STRIP_BYTES // (width * 3))
-    for top in range(0, height, rows):
-        bottom = min(height, top + rows)
+    step = max(1, STRIP_BYTES // (width * 3))
+    for top in range(0, height, step):
+        bottom = min(height, top + step)
         strip = image.crop((0, top, width, bottom)).tobytes()
-        if digest is not None:
-            digest.update(strip)
+        if rows is not None:
+            rows.update(strip)
         target = out[top:bottom]
         if image.mode == "F":
             np.copyto(target, np.frombuffer(strip, np.float32).reshape(bottom - top, width, 1))

@@ -7,7 +7,8 @@ quantised to 8 bits as an upload's PNG would be, hash the same: then an upload w
 fal's file, so fal's file can go instead. A crop, an upscale, a colour fix or an edit in place (through torch or
 through numpy) gives other pixels and so another hash, and such an image is uploaded like any other. The proof
 costs one pass over the pixels: about 7 ms a megapixel for an input (a twentieth of a PNG encode), and for fal's
-images 2 ms a megapixel on the decode threads, which hash the 8-bit rows they write into the IMAGE.
+images 2 ms a megapixel on a thread of its own, fed the 8-bit rows the decode writes into the IMAGE, so that a
+node that makes images does not wait for it.
 
 The last `KEPT` images are remembered, in this process only. fal may forget a file first: a request that fal
 refuses for it is sent once more with the image uploaded (`nodes.run`), and what fal refused is forgotten here.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -31,10 +32,27 @@ def _header(height: int, width: int, channels: int) -> bytes:
     return f"uint8 {height}x{width}x{channels}:".encode()
 
 
-def rows_digest(width: int, height: int) -> Any:
-    """A SHA-256 to feed an RGB image's uint8 rows, top to bottom (`media.codec.write_into` does, as it writes them
-    into the IMAGE): its `hexdigest()` equals `pixel_digest` of that IMAGE."""
-    return hashlib.sha256(_header(height, width, 3))
+class FalImageRows:
+    """fal's image at `url` as a node decodes it: `update` with its uint8 RGB rows, top to bottom, as they are
+    written into the IMAGE (`media.codec.write_into`), then `done`. The rows are hashed on the process's hashing
+    thread, in order, while the decode goes on, and the image is remembered once they all are: a node that
+    makes images waits for none of it."""
+
+    def __init__(self, url: str, width: int, height: int) -> None:
+        self._url = url
+        self._digest = hashlib.sha256(_header(height, width, 3))
+        self._hashing = _held().hashing
+
+    def update(self, rows: bytes) -> None:
+        self._hashing.submit(self._digest.update, rows)
+
+    def done(self) -> None:
+        self._hashing.submit(lambda: remember(self._digest.hexdigest(), self._url))
+
+
+def settled() -> None:
+    """Wait until every image decoded so far is remembered (blocks: call it on a worker thread)."""
+    _held().hashing.submit(lambda: None).result()
 
 
 def pixel_digest(image: torch.Tensor, rows: int = 64) -> str:
@@ -53,11 +71,12 @@ def pixel_digest(image: torch.Tensor, rows: int = 64) -> str:
 
 
 class _Held:
-    """pixel digest -> fal URL, least recently used first."""
+    """pixel digest -> fal URL, least recently used first; and the thread that hashes fal's images."""
 
     def __init__(self) -> None:
         self.urls: OrderedDict[str, str] = OrderedDict()
         self.lock = threading.Lock()
+        self.hashing = ThreadPoolExecutor(1, thread_name_prefix="grok-imagine-fal pixels")
 
 
 def _held() -> _Held:

@@ -116,14 +116,14 @@ class BatchBuilder:
             self._placed.add(slot)
             return batch[slot]
 
-    def put(self, slot: int, image: Image.Image, request_id: str | None = None, digest: Any = None) -> bool:
-        """Write a decoded RGB image into `slot` (`digest`: fed its rows, see `write_into`); False if it does not
+    def put(self, slot: int, image: Image.Image, request_id: str | None = None, rows: Any = None) -> bool:
+        """Write a decoded RGB image into `slot` (`rows`: fed its rows, see `write_into`); False if it does not
         fit the batch (another size than the images placed before it, or a slot beyond `count`)."""
         target = self._slot_view(slot, *image.size, request_id)
         if target is None:
             return False
         try:
-            write_into(target.numpy(), image, index=slot, digest=digest)
+            write_into(target.numpy(), image, index=slot, rows=rows)
         except BaseException:
             with self._lock:
                 self._placed.discard(slot)
@@ -238,9 +238,9 @@ class OutputBatch:
         decoded = decode_image(data, index=index, request_id=request_id)
         as_fal_made_it = decoded.image.mode == "RGB" and not url.startswith("data:") \
             and self.builder.fixed in (None, (decoded.width, decoded.height))
-        digest = fal_images.rows_digest(decoded.width, decoded.height) if as_fal_made_it else None
-        if self.builder.put(slot, decoded.image, request_id, digest) and digest is not None:
-            fal_images.remember(digest.hexdigest(), url)
+        rows = fal_images.FalImageRows(url, decoded.width, decoded.height) if as_fal_made_it else None
+        if self.builder.put(slot, decoded.image, request_id, rows) and rows is not None:
+            rows.done()
         return FetchedImage(data, decoded.file_format, decoded.width, decoded.height, slot)
 
     def placeholders(self, first_slot: int, count: int, size: tuple[int, int]) -> list[FetchedImage]:

@@ -99,6 +99,8 @@ def _progress_text(reused: int, uploads: int) -> str:
 
 async def _references(node_id: str | None, images: list[torch.Tensor], reuse: bool) -> tuple[Reference, ...]:
     digests = await asyncio.gather(*(asyncio.to_thread(pixel_digest, image) for image in images))
+    if reuse:
+        await asyncio.to_thread(fal_images.settled)  # the images decoded just before are remembered
     held = [fal_images.url_of(digest) if reuse else None for digest in digests]
     to_upload = [index for index, url in enumerate(held) if url is None]
     host.send_progress_text(node_id, _progress_text(len(images) - len(to_upload), len(to_upload)))
