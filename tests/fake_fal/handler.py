@@ -96,7 +96,8 @@ class RecordedRequest:
     `kind` is one of submit, status, stream, result, cancel, file, token, upload, balance, unknown.
     `outcome` is "accepted" (a submit that created a job), "ok", "error" (an ordinary 4xx/5xx),
     "unauthorized", "fault" (an injected status code) or "dropped" (closed with no answer).
-    `time` is `time.monotonic()` at arrival.
+    `time` is `time.monotonic()` at arrival; `connection` the client's end of the TCP connection it came on
+    ("host:port"), so a test can tell which of its requests shared a connection.
     """
 
     method: str
@@ -109,6 +110,7 @@ class RecordedRequest:
     status: int | None = None
     outcome: str = ""
     request_id: str | None = None
+    connection: str = ""
 
     @property
     def has_authorization(self) -> bool:

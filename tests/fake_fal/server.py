@@ -414,6 +414,7 @@ class FakeFal:
             time=time.monotonic(),
             kind=kind,
             request_id=request_id,
+            connection="{}:{}".format(*handler.client_address[:2]),
         )
         if store:
             with self._lock:
