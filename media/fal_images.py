@@ -32,22 +32,42 @@ def _header(height: int, width: int, channels: int) -> bytes:
     return f"uint8 {height}x{width}x{channels}:".encode()
 
 
+class _Held:
+    """pixel digest -> fal URL, least recently used first; and the thread that hashes fal's images."""
+
+    def __init__(self) -> None:
+        self.urls: OrderedDict[str, str] = OrderedDict()
+        self.lock = threading.Lock()
+        self.hashing = ThreadPoolExecutor(1, thread_name_prefix="grok-imagine-fal pixels")
+
+    def remember(self, digest: str, url: str) -> None:
+        with self.lock:
+            self.urls[digest] = url
+            self.urls.move_to_end(digest)
+            while len(self.urls) > KEPT:
+                self.urls.popitem(last=False)
+
+
+def _held() -> _Held:
+    return current().of(__name__, _Held)
+
+
 class FalImageRows:
     """fal's image at `url` as a node decodes it: `update` with its uint8 RGB rows, top to bottom, as they are
     written into the IMAGE (`media.codec.write_into`), then `done`. The rows are hashed on the process's hashing
-    thread, in order, while the decode goes on, and the image is remembered once they all are: a node that
-    makes images waits for none of it."""
+    thread, in order, while the decode goes on, and the image is remembered once they all are (by the process
+    state it was decoded in): a node that makes images waits for none of it."""
 
     def __init__(self, url: str, width: int, height: int) -> None:
         self._url = url
         self._digest = hashlib.sha256(_header(height, width, 3))
-        self._hashing = _held().hashing
+        self._held = _held()
 
     def update(self, rows: bytes) -> None:
-        self._hashing.submit(self._digest.update, rows)
+        self._held.hashing.submit(self._digest.update, rows)
 
     def done(self) -> None:
-        self._hashing.submit(lambda: remember(self._digest.hexdigest(), self._url))
+        self._held.hashing.submit(lambda: self._held.remember(self._digest.hexdigest(), self._url))
 
 
 def settled() -> None:
@@ -70,27 +90,9 @@ def pixel_digest(image: torch.Tensor, rows: int = 64) -> str:
     return digest.hexdigest()
 
 
-class _Held:
-    """pixel digest -> fal URL, least recently used first; and the thread that hashes fal's images."""
-
-    def __init__(self) -> None:
-        self.urls: OrderedDict[str, str] = OrderedDict()
-        self.lock = threading.Lock()
-        self.hashing = ThreadPoolExecutor(1, thread_name_prefix="grok-imagine-fal pixels")
-
-
-def _held() -> _Held:
-    return current().of(__name__, _Held)
-
-
 def remember(digest: str, url: str) -> None:
     """fal holds the image whose pixels hash to `digest` at `url` (a file it made, or an upload)."""
-    held = _held()
-    with held.lock:
-        held.urls[digest] = url
-        held.urls.move_to_end(digest)
-        while len(held.urls) > KEPT:
-            held.urls.popitem(last=False)
+    _held().remember(digest, url)
 
 
 def url_of(digest: str) -> str | None:
