@@ -167,7 +167,7 @@ def _add_to_session(price_usd: float) -> None:
 
 @dataclass
 class Reservation:
-    """A run's price set aside until its requests are accepted (`charge`) or it ends (`release`).
+    """A run's price set aside until its requests are accepted (`charge`) or it ends (`release_all`).
 
     The charge that takes the last of it also removes it, in the same transaction: a run whose requests were
     all accepted has nothing left to release, so the end of a list of 1,000 prompts costs no write per prompt
@@ -193,10 +193,6 @@ class Reservation:
         if left <= _NOTHING_USD:
             self._held = False
         _add_to_session(spend.price_usd)
-
-    def release(self) -> None:
-        """The run ended: what it did not spend is no longer set aside."""
-        release_all([self])
 
 
 def release_all(reservations: Iterable[Reservation]) -> None:

@@ -101,6 +101,6 @@ def test_a_killed_process_gives_back_its_reservation_and_its_claim_at_once(
     assert journal.claim_resumable(ENDPOINT, FINGERPRINT) is None  # and the request is its own
     holder.popen.kill()  # as a crash, or the task manager, ends it: nothing of the pack runs on the way out
     holder.popen.wait(timeout=30)
-    ledger.reserve(0.2).release()
+    ledger_module.release_all([ledger.reserve(0.2)])
     entry = journal.claim_resumable(ENDPOINT, FINGERPRINT)
     assert entry is not None and entry.request_id == "req-left-by-a-crash"

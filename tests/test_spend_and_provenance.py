@@ -127,7 +127,7 @@ def test_runs_reserving_and_recording_at_once_never_pass_the_daily_limit_togethe
             except errors.SpendLimitError:
                 continue
             reservation.charge(f"{name}-{i}", "xai/grok-imagine-image", ledger_module.Spend(0.02, 1, 0))
-            reservation.release()
+            ledger_module.release_all([reservation])
             accepted.append(f"{name}-{i}")
 
     threads = [threading.Thread(target=run, args=(f"node-{n}",)) for n in range(8)]
