@@ -19,7 +19,8 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -38,6 +39,7 @@ from ..fal_transport.http import (
 )
 
 log = logging.getLogger("grok_imagine_fal")
+T = TypeVar("T")
 
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 ALLOWED_SCHEMES = frozenset({"https", "http", "data"})
@@ -47,15 +49,56 @@ class ImageFetchError(ResultError):
     """A result image could not be fetched."""
 
 
-def _problem(exc: BaseException) -> str:
-    """What went wrong with a download, in words."""
+def _problem(exc: BaseException, noun: str) -> str:
+    """What went wrong with a download of an image or a video (`noun`), in words."""
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
-        return "the connection closed before the whole image arrived"
+        return f"the connection closed before the whole {noun} arrived"
     if isinstance(exc, httpx.ConnectError):
         return "could not connect"
     if isinstance(exc, httpx.TimeoutException):
         return "no data arrived in time"
     return type(exc).__name__
+
+
+def _again(outcome: object, failure: BaseException | None) -> bool:
+    if isinstance(outcome, httpx.Response):
+        return outcome.status_code in RETRY_STATUS_IDEMPOTENT
+    return failure is not None and not isinstance(failure, asyncio.TimeoutError)
+
+
+async def retried_download(attempt: Callable[[LoopClient, bool], Awaitable[T]], *, timeout_s: float,
+                           what: str) -> Tries:
+    """`attempt(loop client, local)` (local: fal's base URL is itself local) until it gives its result or an answer
+    not worth another try (a response), all attempts within `timeout_s`: what downloading `what` came to."""
+    deadline = Deadline(timeout_s)
+    try:
+        async with lease() as loop_client:
+            local = await within(deadline.remaining(), local_base())
+            return await retry(lambda: attempt(loop_client, local), deadline=deadline, policy=DEFAULT_RETRY,
+                               again=_again, what=f"downloading {what}")
+    except asyncio.TimeoutError as exc:
+        return Tries(None, exc, 0, out_of_time=True)
+
+
+def download_error(tries: Tries, error: type[ResultError], *, what: str, host: str, timeout_s: float,
+                   request_id: str | None) -> ResultError:
+    """The error a user reads for a download of `what` ("a result image") that did not succeed."""
+    outcome, failure = tries.outcome, tries.failure
+    problem = _problem(failure, what.rsplit(" ", 1)[-1]) if failure is not None else ""
+    what = what[:1].upper() + what[1:]
+    if isinstance(outcome, httpx.Response):
+        problem = f"HTTP {outcome.status_code}"
+        if outcome.status_code not in RETRY_STATUS_IDEMPOTENT:
+            return error(f"{what} could not be downloaded from {host} ({problem}). fal may have expired it.",
+                         request_id=request_id)
+    if tries.out_of_time:
+        return error(
+            f"Downloading {what[:1].lower()}{what[1:]} from {host} took longer than {timeout_s:g} s "
+            f"(GROK_IMAGINE_DOWNLOAD_TIMEOUT{f'; last problem: {problem}' if problem else ''}). Check your "
+            "connection, or raise GROK_IMAGINE_DOWNLOAD_TIMEOUT.",
+            request_id=request_id)
+    return error(f"{what} could not be downloaded from {host} after {tries.attempts} attempts ({problem}). Load it "
+                 "again later by its request id.", request_id=request_id)
 
 
 def _data_uri_bytes(url: str, request_id: str | None) -> bytes:
@@ -181,43 +224,9 @@ async def fetch_image_bytes(url: str, *, timeout_s: float, request_id: str | Non
         )
     if scheme == "data":
         return _data_uri_bytes(url, request_id)
-    host = urlsplit(url).netloc
-    deadline = Deadline(timeout_s)
-
-    def again(outcome: bytes | httpx.Response | None, failure: BaseException | None) -> bool:
-        if isinstance(outcome, httpx.Response):
-            return outcome.status_code in RETRY_STATUS_IDEMPOTENT
-        return failure is not None and not isinstance(failure, asyncio.TimeoutError)
-
-    try:
-        async with lease() as loop_client:
-            local = await within(deadline.remaining(), local_base())
-            tries = await retry(lambda: _download(loop_client, url, request_id, local), deadline=deadline,
-                                policy=DEFAULT_RETRY, again=again, what="downloading a result image")
-    except asyncio.TimeoutError as exc:
-        tries = Tries(None, exc, 0, out_of_time=True)
-    outcome, failure = tries.outcome, tries.failure
-    if isinstance(outcome, bytes):
-        return outcome
-    if isinstance(outcome, httpx.Response):
-        problem = f"HTTP {outcome.status_code}"
-        if outcome.status_code not in RETRY_STATUS_IDEMPOTENT:
-            raise ImageFetchError(
-                f"A result image could not be downloaded from {host} ({problem}). fal may have expired it; images "
-                "of sync-mode requests are never stored.",
-                request_id=request_id,
-            )
-    else:
-        problem = _problem(failure) if failure is not None else ""
-    if tries.out_of_time:
-        raise ImageFetchError(
-            f"Downloading a result image from {host} took longer than {timeout_s:g} s "
-            f"(GROK_IMAGINE_DOWNLOAD_TIMEOUT){f', last problem: {problem}' if problem else ''}. Check your "
-            "connection, or raise GROK_IMAGINE_DOWNLOAD_TIMEOUT.",
-            request_id=request_id,
-        ) from failure
-    raise ImageFetchError(
-        f"A result image could not be downloaded from {host} after {tries.attempts} attempts ({problem}). Load it "
-        "again later by its request id.",
-        request_id=request_id,
-    ) from failure
+    tries = await retried_download(lambda loop_client, local: _download(loop_client, url, request_id, local),
+                                   timeout_s=timeout_s, what="a result image")
+    if isinstance(tries.outcome, bytes):
+        return tries.outcome
+    raise download_error(tries, ImageFetchError, what="a result image", host=urlsplit(url).netloc,
+                         timeout_s=timeout_s, request_id=request_id) from tries.failure

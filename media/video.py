@@ -19,7 +19,6 @@ PyAV (`av`) and `comfy_api` are imported only when used: ComfyUI ships both; not
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import os
@@ -33,18 +32,12 @@ from urllib.parse import urlsplit
 import httpx
 import torch
 
-from ..fal_transport.aio import Deadline, within
 from ..fal_transport.errors import InvalidInputError, ResultError
 from ..fal_transport.http import (
-    DEFAULT_RETRY,
-    RETRY_STATUS_IDEMPOTENT,
     LoopClient,
-    Tries,
-    lease,
-    retry,
 )
 from ..fal_transport.storage import MAX_UPLOAD_BYTES
-from .download import final_response, local_base
+from .download import download_error, final_response, retried_download
 
 log = logging.getLogger("grok_imagine_fal")
 
@@ -77,17 +70,6 @@ class VideoInfo:
 # --------------------------------------------------------------------------------------------
 # Download
 # --------------------------------------------------------------------------------------------
-
-
-def _problem(exc: BaseException) -> str:
-    """What went wrong with a download, in words."""
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
-        return "the connection closed before the whole video arrived"
-    if isinstance(exc, httpx.ConnectError):
-        return "could not connect"
-    if isinstance(exc, httpx.TimeoutException):
-        return "no data arrived in time"
-    return type(exc).__name__
 
 
 async def _download_once(loop_client: LoopClient, url: str, part: Path, max_bytes: int,
@@ -140,42 +122,16 @@ async def download_video(url: str, folder: Path, *, stem: str, timeout_s: float,
     token = uuid.uuid4().hex[:8]
     target = folder / f"{stem}_{token}.mp4"
     part = folder / f"{stem}_{token}.mp4.part"
-    deadline = Deadline(timeout_s)
-
-    def again(outcome: bool | httpx.Response | None, failure: BaseException | None) -> bool:
-        if isinstance(outcome, httpx.Response):
-            return outcome.status_code in RETRY_STATUS_IDEMPOTENT
-        return failure is not None and not isinstance(failure, asyncio.TimeoutError)
-
     try:
-        try:
-            async with lease() as loop_client:
-                local = await within(deadline.remaining(), local_base())
-                tries = await retry(
-                    lambda: _download_once(loop_client, url, part, max_bytes, on_progress, request_id, local),
-                    deadline=deadline, policy=DEFAULT_RETRY, again=again, what="downloading the result video")
-        except asyncio.TimeoutError as exc:
-            tries = Tries(None, exc, 0, out_of_time=True)
-        outcome, failure = tries.outcome, tries.failure
-        if outcome is True:
+        tries = await retried_download(
+            lambda loop_client, local: _download_once(loop_client, url, part, max_bytes, on_progress, request_id,
+                                                      local),
+            timeout_s=timeout_s, what="the result video")
+        if tries.outcome is True:
             os.replace(part, target)
             return target
-        problem = _problem(failure) if failure is not None else ""
-        if isinstance(outcome, httpx.Response):
-            problem = f"HTTP {outcome.status_code}"
-            if outcome.status_code not in RETRY_STATUS_IDEMPOTENT:
-                raise VideoFetchError(
-                    f"The result video could not be downloaded from {host} ({problem}). fal may have expired it.",
-                    request_id=request_id)
-        if tries.out_of_time:
-            raise VideoFetchError(
-                f"Downloading the result video from {host} took longer than {timeout_s:g} s"
-                f"{f' (last problem: {problem})' if problem else ''}. Check your connection, or raise "
-                "GROK_IMAGINE_DOWNLOAD_TIMEOUT.",
-                request_id=request_id) from failure
-        raise VideoFetchError(
-            f"The result video could not be downloaded from {host} after {tries.attempts} attempts ({problem}). Load "
-            "it again later by its request id.", request_id=request_id) from failure
+        raise download_error(tries, VideoFetchError, what="the result video", host=host, timeout_s=timeout_s,
+                             request_id=request_id) from tries.failure
     finally:
         part.unlink(missing_ok=True)
 
