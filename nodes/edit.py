@@ -69,7 +69,8 @@ class _EditNode(widgets.GrokImagesNode):
             request = self.image_request(inputs, optional)
             refusal = widgets.check_choice("on_refusal", on_refusal, widgets.ON_REFUSAL)
             fit = widgets.check_choice("output_size", output_size, widgets.OUTPUT_SIZES) != "fal"
-            tensors = reference_tensors(image, image_2, image_3)
+            tensors = reference_tensors({"image": image, "image_2": image_2, "image_3": image_3},
+                                        ("image", "image_2", "image_3"), api.MAX_REFERENCE_IMAGES)
             height, width = int(tensors[0].shape[0]), int(tensors[0].shape[1])
             if fit:
                 widgets.check_output_batch(request.num_images, (width, height),

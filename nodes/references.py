@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -23,7 +24,6 @@ from ..fal_transport.storage import upload
 from ..media import fal_images
 from ..media.codec import encode_png
 from ..media.fal_images import pixel_digest
-from . import grok_api as api
 from . import host
 from .grok_api import Reference
 
@@ -50,22 +50,26 @@ def check_image(name: str, value: object) -> torch.Tensor:
     return value
 
 
-def reference_tensors(image: object, image_2: object = None, image_3: object = None) -> list[torch.Tensor]:
-    """The first one to three images of `image`, then the first image of `image_2` and of `image_3`."""
-    batch = check_image("image", image)
-    references = list(batch[: api.MAX_REFERENCE_IMAGES])
-    if batch.shape[0] > api.MAX_REFERENCE_IMAGES:
-        log.warning("[Grok Imagine] 'image' holds %d images; the first %d are the references",
-                    batch.shape[0], api.MAX_REFERENCE_IMAGES)
-    for name, extra in (("image_2", image_2), ("image_3", image_3)):
+def reference_tensors(inputs: Mapping[str, object], names: Sequence[str], limit: int) -> list[torch.Tensor]:
+    """The reference images, in order: the first one to `limit` images of the batch on `names[0]`, then the first
+    image of each further input of `names` connected; more than `limit` in all is refused, naming the inputs."""
+    first, further = names[0], names[1:]
+    batch = check_image(first, inputs.get(first))
+    references = list(batch[:limit])
+    if batch.shape[0] > limit:
+        log.warning("[Grok Imagine] '%s' holds %d images; the first %d are the references", first, batch.shape[0],
+                    limit)
+    for name in further:
+        extra = inputs.get(name)
         if extra is not None:
             references.append(check_image(name, extra)[0])
-    if len(references) > api.MAX_REFERENCE_IMAGES:
+    if len(references) > limit:
+        from_first = min(batch.shape[0], limit)
         raise InvalidInputError(
-            f"fal takes at most {api.MAX_REFERENCE_IMAGES} reference images; 'image' gave "
-            f"{min(batch.shape[0], api.MAX_REFERENCE_IMAGES)} and image_2/image_3 add more. Use a smaller "
-            "batch on 'image' or disconnect image_2/image_3.",
-            field="image_2",
+            f"fal takes at most {limit} reference images; '{first}' gives {from_first} and "
+            f"{'/'.join(further)} add {len(references) - from_first} more. Use a smaller batch on '{first}' or "
+            f"disconnect some of {'/'.join(further)}.",
+            field=first,
         )
     return references
 

@@ -48,7 +48,7 @@ from .grok_api import Reference
 from .list_batch import BatchMember
 from .outputs import SUBFOLDER, video_output
 from .progress import NodeProgress, RequestProgress
-from .references import check_image, references_for_fal
+from .references import check_image, reference_tensors, references_for_fal
 from .result_node import clean_request_id
 from .run import Session, reuse_fal_files, run_node, send, stopped_by_user
 
@@ -194,23 +194,6 @@ async def video_for_fal(node_id: str | None, video: object, field: str, *, reuse
     finally:
         written.path.unlink(missing_ok=True)
     return Reference(url, digest)
-
-
-def reference_images(inputs: Mapping[str, object]) -> list[torch.Tensor]:
-    """The reference images of Reference Video, in `@Image` order: the first one to seven images of 'image', then
-    the first image of each further input connected (image_2 ... image_7), at most seven in all."""
-    images = list(check_image("image", inputs.get("image"))[:api.MAX_REFERENCES])
-    from_image = len(images)
-    for name in REFERENCE_INPUTS[1:]:
-        extra = inputs.get(name)
-        if extra is not None:
-            images.append(check_image(name, extra)[0])
-    if len(images) > api.MAX_REFERENCES:
-        raise InvalidInputError(
-            f"Reference Video takes at most {api.MAX_REFERENCES} reference images; 'image' gives {from_image} and the "
-            f"further inputs {len(images) - from_image} more. Use a smaller batch on 'image' or disconnect some of "
-            "image_2 ... image_7.", field="image")
-    return images
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,7 +351,7 @@ class FalGrokImagineReferenceVideo(_VideoNode):
 
         async def prepare(reuse: bool) -> api.VideoRequest:
             request = self.video_request(inputs)
-            images = reference_images({"image": image, **further})
+            images = reference_tensors({"image": image, **further}, REFERENCE_INPUTS, api.MAX_REFERENCES)
             api.check_reference_count(len(images))
             return replace(request, images=await references_for_fal(unique_id, images, reuse=reuse))
 
