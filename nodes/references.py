@@ -66,9 +66,9 @@ def reference_tensors(inputs: Mapping[str, object], names: Sequence[str], limit:
     if len(references) > limit:
         from_first = min(batch.shape[0], limit)
         raise InvalidInputError(
-            f"fal takes at most {limit} reference images; '{first}' gives {from_first} and "
-            f"{'/'.join(further)} add {len(references) - from_first} more. Use a smaller batch on '{first}' or "
-            f"disconnect some of {'/'.join(further)}.",
+            f"fal takes at most {limit} reference images; '{first}' gives {from_first} and the further inputs "
+            f"{len(references) - from_first} more. Use a smaller batch on '{first}' or disconnect some of "
+            f"{'/'.join(further)}.",
             field=first,
         )
     return references

@@ -13,6 +13,7 @@ from fake_fal.video import VIDEO_ENDPOINTS, billed_video_price, validate_video_a
 api = pack_module("nodes.video_api")
 video = pack_module("nodes.video")
 registry = pack_module("nodes.registry")
+reference_tensors = pack_module("nodes.references").reference_tensors
 errors = pack_module("fal_transport.errors")
 Reference = pack_module("nodes.grok_api").Reference
 
@@ -208,24 +209,29 @@ def images(count: int, height: int = 16) -> torch.Tensor:
     return torch.rand(count, height, 24, 3)
 
 
+def reference_images(inputs: dict) -> list[torch.Tensor]:
+    """Reference Video's references from its inputs, as the node picks them."""
+    return reference_tensors(inputs, video.REFERENCE_INPUTS, api.MAX_REFERENCES)
+
+
 def test_the_references_are_the_first_of_image_then_one_from_each_further_input() -> None:
     batch, second, third = images(9), images(2, 20), images(1, 30)
-    picked = video.reference_images({"image": batch, "image_2": None})
+    picked = reference_images({"image": batch, "image_2": None})
     assert len(picked) == 7, "at most seven from 'image'"
     assert torch.equal(picked[0], batch[0]) and torch.equal(picked[6], batch[6])
-    picked = video.reference_images({"image": images(2), "image_3": second, "image_5": third})
+    picked = reference_images({"image": images(2), "image_3": second, "image_5": third})
     assert [tuple(p.shape[:2]) for p in picked] == [(16, 24), (16, 24), (20, 24), (30, 24)]
     assert torch.equal(picked[2], second[0])
 
 
 def test_more_than_seven_references_in_all_are_refused() -> None:
     with pytest.raises(errors.InvalidInputError, match="'image' gives 7 and the further inputs 1 more"):
-        video.reference_images({"image": images(7), "image_2": images(1)})
+        reference_images({"image": images(7), "image_2": images(1)})
 
 
 def test_a_reference_input_that_is_not_an_image_is_named() -> None:
     with pytest.raises(errors.InvalidInputError, match="'image_4' must be an IMAGE") as raised:
-        video.reference_images({"image": images(1), "image_4": "not an image"})
+        reference_images({"image": images(1), "image_4": "not an image"})
     assert raised.value.field == "image_4"
 
 
