@@ -198,19 +198,26 @@ def shared_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+async def minimal_result(client: httpx.AsyncClient, endpoint: str,
+                         arguments: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a minimal fal client does up to the result: submit to `endpoint`, follow one status stream until
+    COMPLETED, fetch the result. fal's handle and the result."""
+    base, headers = os.environ["FAL_QUEUE_BASE_URL"], {"Authorization": f"Key {os.environ['FAL_KEY']}"}
+    handle = (await client.post(f"{base}/{endpoint}", json=arguments, headers=headers)).raise_for_status().json()
+    async with client.stream("GET", f"{handle['status_url']}/stream", headers=headers) as stream:
+        async for line in stream.aiter_lines():
+            if line.startswith("data:") and json.loads(line[5:])["status"] == "COMPLETED":
+                break
+    return handle, (await client.get(handle["response_url"], headers=headers)).raise_for_status().json()
+
+
 async def minimal_node(arguments: dict[str, Any], verify: ssl.SSLContext | bool = True) -> tuple[torch.Tensor, str]:
     """What a minimal fal node does for one prompt: a fresh `httpx.AsyncClient` (and with it an SSL
     context, unless `verify` is one built once), submit, one status stream until COMPLETED, the
     result, every image at once, decoded inline. No retries, journal, caps, cancel or previews.
     The images and fal's request id."""
-    base, headers = os.environ["FAL_QUEUE_BASE_URL"], {"Authorization": f"Key {os.environ['FAL_KEY']}"}
     async with httpx.AsyncClient(timeout=60.0, verify=verify) as client:
-        handle = (await client.post(f"{base}/{ENDPOINT}", json=arguments, headers=headers)).raise_for_status().json()
-        async with client.stream("GET", f"{handle['status_url']}/stream", headers=headers) as stream:
-            async for line in stream.aiter_lines():
-                if line.startswith("data:") and json.loads(line[5:])["status"] == "COMPLETED":
-                    break
-        result = (await client.get(handle["response_url"], headers=headers)).raise_for_status().json()
+        handle, result = await minimal_result(client, ENDPOINT, arguments)
         files = await asyncio.gather(*(client.get(image["url"]) for image in result["images"]))
     return to_tensor([f.raise_for_status().content for f in files]), str(handle["request_id"])
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -93,15 +92,9 @@ async def pack_video() -> str:
 
 async def minimal_video(folder: Path) -> str:
     """What a minimal fal video node does: submit, one status stream, the result, the MP4 streamed to a file."""
-    base, headers = os.environ["FAL_QUEUE_BASE_URL"], {"Authorization": f"Key {os.environ['FAL_KEY']}"}
     arguments = {"prompt": video_prompt(), "duration": SECONDS, "aspect_ratio": "16:9", "resolution": "720p"}
     async with h.httpx.AsyncClient(timeout=60.0) as client:
-        handle = (await client.post(f"{base}/{ENDPOINT}", json=arguments, headers=headers)).raise_for_status().json()
-        async with client.stream("GET", f"{handle['status_url']}/stream", headers=headers) as stream:
-            async for line in stream.aiter_lines():
-                if line.startswith("data:") and json.loads(line[5:])["status"] == "COMPLETED":
-                    break
-        result = (await client.get(handle["response_url"], headers=headers)).raise_for_status().json()
+        handle, result = await h.minimal_result(client, ENDPOINT, arguments)
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".mp4", delete=False) as file:
             async with client.stream("GET", result["video"]["url"]) as response:
                 async for chunk in response.aiter_bytes(256 * 1024):
